@@ -1,0 +1,149 @@
+// Collectives with closed-form answers: every rank fills its buffer from its
+// rank id, so the expected result is a formula of (rank, size). Run under
+// mpirun by comm_test.sh with 4 ranks (any size >= 2 works).
+#include <mpi.h>
+
+#include <numeric>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "parallel/comm/mpi_communicator.h"
+
+namespace ut::comm {
+namespace {
+
+MpiRuntime* g_runtime = nullptr;
+std::unique_ptr<Communicator> g_world;
+
+TEST(Comm, AllReduceSumAvgMax) {
+  const int r = g_world->rank(), n = g_world->size();
+  std::vector<float> x(5, static_cast<float>(r + 1));
+  ASSERT_TRUE(g_world->AllReduce(std::span<float>(x), ReduceOp::kSum).ok());
+  for (float v : x) EXPECT_EQ(v, n * (n + 1) / 2.0f);  // 1 + 2 + ... + n
+  std::vector<double> y(3, r);
+  ASSERT_TRUE(g_world->AllReduce(std::span<double>(y), ReduceOp::kAvg).ok());
+  for (double v : y) EXPECT_DOUBLE_EQ(v, (n - 1) / 2.0);
+  std::vector<int64_t> z(2, r * 10);
+  ASSERT_TRUE(g_world->AllReduce(std::span<int64_t>(z), ReduceOp::kMax).ok());
+  for (int64_t v : z) EXPECT_EQ(v, (n - 1) * 10);
+}
+
+TEST(Comm, AllGatherPlacesBlocksInRankOrder) {
+  const int r = g_world->rank(), n = g_world->size();
+  std::vector<int32_t> send = {r, 100 + r};
+  std::vector<int32_t> recv(2 * n);
+  ASSERT_TRUE(g_world->AllGather(std::span<const int32_t>(send), std::span<int32_t>(recv)).ok());
+  for (int q = 0; q < n; ++q) {
+    EXPECT_EQ(recv[2 * q], q);
+    EXPECT_EQ(recv[2 * q + 1], 100 + q);
+  }
+  std::vector<int32_t> wrong(2 * n + 1);
+  EXPECT_FALSE(g_world->AllGather(std::span<const int32_t>(send), std::span<int32_t>(wrong)).ok());
+}
+
+TEST(Comm, AllGatherVWithRankDependentCounts) {
+  const int r = g_world->rank(), n = g_world->size();
+  std::vector<int64_t> counts(n);
+  for (int q = 0; q < n; ++q) counts[q] = q + 1;  // rank q sends q+1 elements
+  std::vector<float> send(r + 1, static_cast<float>(r));
+  std::vector<float> recv(n * (n + 1) / 2);
+  ASSERT_TRUE(g_world
+                  ->AllGatherV(std::span<const float>(send), std::span<float>(recv),
+                               std::span<const int64_t>(counts))
+                  .ok());
+  size_t i = 0;
+  for (int q = 0; q < n; ++q)
+    for (int k = 0; k <= q; ++k) EXPECT_EQ(recv[i++], static_cast<float>(q));
+}
+
+TEST(Comm, ReduceScatterGivesEachRankItsBlockSum) {
+  const int r = g_world->rank(), n = g_world->size();
+  // Element j of block b on rank r = r + 10*b + 100*j.
+  const int block = 3;
+  std::vector<double> send(block * n);
+  for (int b = 0; b < n; ++b)
+    for (int j = 0; j < block; ++j) send[b * block + j] = r + 10 * b + 100 * j;
+  std::vector<double> recv(block);
+  ASSERT_TRUE(g_world
+                  ->ReduceScatter(std::span<const double>(send), std::span<double>(recv),
+                                  ReduceOp::kSum)
+                  .ok());
+  for (int j = 0; j < block; ++j) {
+    EXPECT_DOUBLE_EQ(recv[j], n * (n - 1) / 2.0 + n * (10.0 * r + 100.0 * j));
+  }
+}
+
+TEST(Comm, BroadcastSendRecvBarrier) {
+  const int r = g_world->rank(), n = g_world->size();
+  std::vector<int32_t> b(4, r == 1 ? 42 : -1);
+  ASSERT_TRUE(g_world->Broadcast(std::span<int32_t>(b), /*root=*/1).ok());
+  for (int v : b) EXPECT_EQ(v, 42);
+  // Ring: send rank id to the right neighbour, receive from the left.
+  std::vector<int32_t> out = {r}, in = {-1};
+  const int right = (r + 1) % n, left = (r + n - 1) % n;
+  if (r % 2 == 0) {
+    ASSERT_TRUE(g_world->Send(std::span<const int32_t>(out), right, 7).ok());
+    ASSERT_TRUE(g_world->Recv(std::span<int32_t>(in), left, 7).ok());
+  } else {
+    ASSERT_TRUE(g_world->Recv(std::span<int32_t>(in), left, 7).ok());
+    ASSERT_TRUE(g_world->Send(std::span<const int32_t>(out), right, 7).ok());
+  }
+  EXPECT_EQ(in[0], left);
+  EXPECT_TRUE(g_world->Barrier().ok());
+}
+
+TEST(Comm, SplitMakesSubgroups) {
+  const int r = g_world->rank(), n = g_world->size();
+  // Even and odd ranks; within a group, rank order follows world rank.
+  auto sub = g_world->Split(r % 2, r, r % 2 ? "odd" : "even");
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  EXPECT_EQ((*sub)->rank(), r / 2);
+  EXPECT_EQ((*sub)->size(), (n + 1 - r % 2) / 2);
+  std::vector<int32_t> x = {r};
+  ASSERT_TRUE((*sub)->AllReduce(std::span<int32_t>(x), ReduceOp::kSum).ok());
+  int expect = 0;
+  for (int q = r % 2; q < n; q += 2) expect += q;
+  EXPECT_EQ(x[0], expect);
+}
+
+TEST(Comm, TimeoutNamesRankGroupAndOperation) {
+  // Rank 0 waits for a message nobody sends; with a short deadline it must
+  // come back with DeadlineExceeded naming the rank, group and operation.
+  if (g_world->rank() == 0) {
+    CommOptions opts;
+    opts.timeout_s = 0.3;
+    opts.abort_on_timeout = false;
+    auto world = g_runtime->World(opts);
+    std::vector<int32_t> in(1);
+    absl::Status s = world->Recv(std::span<int32_t>(in), /*src=*/1, /*tag=*/999);
+    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+    const std::string msg(s.message());
+    EXPECT_NE(msg.find("rank 0 (world rank 0/"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("Recv from rank 1 tag 999"), std::string::npos) << msg;
+  }
+  EXPECT_TRUE(g_world->Barrier().ok());
+}
+
+}  // namespace
+}  // namespace ut::comm
+
+int main(int argc, char** argv) {
+  testing::InitGoogleTest(&argc, argv);
+  auto rt = ut::comm::MpiRuntime::Init(&argc, &argv);
+  if (!rt.ok()) return 1;
+  ut::comm::CommOptions opts;
+  opts.timeout_s = 60;
+  ut::comm::g_runtime = rt->get();
+  ut::comm::g_world = (*rt)->World(opts);
+  // Only rank 0 prints gtest output; every rank's result decides the exit code.
+  if (ut::comm::g_world->rank() != 0) {
+    auto& listeners = testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  int rc = RUN_ALL_TESTS();
+  int worst = rc;
+  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  ut::comm::g_world.reset();
+  rt->reset();
+  return worst;
+}

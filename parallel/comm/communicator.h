@@ -1,0 +1,97 @@
+// Communicator: the collectives the engine uses, typed and counted in
+// elements (never bytes). Backends: MPI on CPU buffers (mpi_communicator.h);
+// NCCL on GPU buffers later, behind the same interface.
+//
+// Every blocking call has a deadline (CommOptions::timeout_s). A call that
+// does not finish in time logs which rank, which group and which operation,
+// then either aborts the whole job (default: the only safe thing once a peer
+// is gone) or returns DeadlineExceeded (for tests).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/base/status.h"
+
+namespace ut::comm {
+
+enum class ReduceOp { kSum, kAvg, kMax };
+
+// Element types a collective may carry.
+enum class ElemType { kF32, kF64, kI32, kI64 };
+template <typename T> constexpr ElemType ElemTypeOf();
+template <> constexpr ElemType ElemTypeOf<float>() { return ElemType::kF32; }
+template <> constexpr ElemType ElemTypeOf<double>() { return ElemType::kF64; }
+template <> constexpr ElemType ElemTypeOf<int32_t>() { return ElemType::kI32; }
+template <> constexpr ElemType ElemTypeOf<int64_t>() { return ElemType::kI64; }
+size_t ElemSize(ElemType t);
+
+struct CommOptions {
+  double timeout_s = 300;      // per blocking call
+  bool abort_on_timeout = true;
+  bool verbose = false;        // log every send/recv/collective (deadlock hunting)
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Group name used in messages, e.g. "world", "tp[pp=0,dp=1]".
+  virtual const std::string& name() const = 0;
+
+  // In place: every rank ends with op over all ranks' data.
+  template <typename T> absl::Status AllReduce(std::span<T> data, ReduceOp op) {
+    return AllReduceRaw(data.data(), data.size(), ElemTypeOf<T>(), op);
+  }
+  // recv.size() == send.size() * size(); rank r's block lands at r * send.size().
+  template <typename T> absl::Status AllGather(std::span<const T> send, std::span<T> recv) {
+    return AllGatherRaw(send.data(), send.size(), recv.data(), recv.size(), ElemTypeOf<T>());
+  }
+  // Variable counts: counts[r] elements from rank r, packed in rank order;
+  // recv.size() == sum(counts); counts.size() == size().
+  template <typename T>
+  absl::Status AllGatherV(std::span<const T> send, std::span<T> recv,
+                          std::span<const int64_t> counts) {
+    return AllGatherVRaw(send.data(), send.size(), recv.data(), recv.size(), counts,
+                         ElemTypeOf<T>());
+  }
+  // send.size() == recv.size() * size(); rank r receives op over block r.
+  template <typename T>
+  absl::Status ReduceScatter(std::span<const T> send, std::span<T> recv, ReduceOp op) {
+    return ReduceScatterRaw(send.data(), send.size(), recv.data(), recv.size(), ElemTypeOf<T>(),
+                            op);
+  }
+  template <typename T> absl::Status Broadcast(std::span<T> data, int root) {
+    return BroadcastRaw(data.data(), data.size(), ElemTypeOf<T>(), root);
+  }
+  template <typename T> absl::Status Send(std::span<const T> data, int dst, int tag) {
+    return SendRaw(data.data(), data.size(), ElemTypeOf<T>(), dst, tag);
+  }
+  template <typename T> absl::Status Recv(std::span<T> data, int src, int tag) {
+    return RecvRaw(data.data(), data.size(), ElemTypeOf<T>(), src, tag);
+  }
+  virtual absl::Status Barrier() = 0;
+
+  // Ranks with the same color form a new group, ordered by key.
+  virtual absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key,
+                                                              const std::string& name) = 0;
+
+ protected:
+  virtual absl::Status AllReduceRaw(void* data, size_t count, ElemType t, ReduceOp op) = 0;
+  virtual absl::Status AllGatherRaw(const void* send, size_t send_count, void* recv,
+                                    size_t recv_count, ElemType t) = 0;
+  virtual absl::Status AllGatherVRaw(const void* send, size_t send_count, void* recv,
+                                     size_t recv_count, std::span<const int64_t> counts,
+                                     ElemType t) = 0;
+  virtual absl::Status ReduceScatterRaw(const void* send, size_t send_count, void* recv,
+                                        size_t recv_count, ElemType t, ReduceOp op) = 0;
+  virtual absl::Status BroadcastRaw(void* data, size_t count, ElemType t, int root) = 0;
+  virtual absl::Status SendRaw(const void* data, size_t count, ElemType t, int dst, int tag) = 0;
+  virtual absl::Status RecvRaw(void* data, size_t count, ElemType t, int src, int tag) = 0;
+};
+
+}  // namespace ut::comm
