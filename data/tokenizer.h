@@ -17,7 +17,9 @@ class Tokenizer {
   // For a foreign model without "<image>"/"<pad>", Load fails with a message
   // saying so (they must exist as user-defined symbols).
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& model_path);
-  // Trains a unigram model on `corpus_lines` and writes <model_prefix>.model.
+  // Trains a BPE model on `corpus_lines` and writes <model_prefix>.model (and
+  // .vocab). BPE, not unigram: on small template corpora unigram splits
+  // frequent words into fragments, BPE keeps them whole.
   static absl::Status Train(const std::vector<std::string>& corpus_lines,
                             const std::string& model_prefix, int vocab_size, uint64_t seed);
   ~Tokenizer();

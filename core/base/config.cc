@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -46,7 +47,7 @@ absl::StatusOr<Config> ParseConfigText(const std::string& text, const std::strin
   parser.RecordErrorsTo(&collector);
   if (!parser.ParseFromString(text, &config)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "invalid config: ", collector.first(),
+        "invalid config: ", absl::StripSuffix(collector.first(), "."),
         ". Every field is documented in core/base/config.proto."));
   }
   return config;

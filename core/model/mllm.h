@@ -25,6 +25,8 @@
 //   language_model.model.layers.{i}.mlp.down_proj.weight              [C,F]
 //   language_model.model.norm.weight                                  [C]
 //   language_model.lm_head.weight                  [V,C] (absent when tied)
+// Brace lists expand in order, the first brace outermost (q_proj.weight,
+// q_proj.bias, k_proj.weight, ...).
 // Convention: parameter gradients accumulate (+=) so micro-batches add up;
 // call ZeroGrad() once per optimizer step.
 #pragma once
@@ -60,7 +62,12 @@ class MLLM {
   float* param_data();
   float* grad_data();
   // Normal(0, init_std) for matrices and embeddings, 1 for norm weights, 0 for
-  // biases; deterministic in the seed.
+  // biases; deterministic in the seed. Exact recipe (tests/golden/make_golden.py
+  // reproduces it bit for bit): one ut::Rng seeded once with `seed`; walk
+  // params() in order; a tensor with decay == true takes, for each element in
+  // row-major order, float(rng.Normal() * double(init_std)) (Normal: Box-Muller,
+  // one value per call, two Uniform draws); other tensors are 0 if the name ends
+  // in ".bias", else 1, and draw nothing.
   void InitParams(uint64_t seed);
   void ZeroGrad();
 
@@ -69,7 +76,7 @@ class MLLM {
   // *count to their number if non-null).
   float Forward(const data::Batch& batch, int64_t* count = nullptr);
   // Backward of (loss_scale * mean loss) for the last Forward; gradients
-  // accumulate into grad_data().
+  // accumulate into grad_data(). Exactly one Backward per Forward.
   void Backward(float loss_scale);
 
   // After Forward: logits [B,T,V] and final hidden states after the final
@@ -78,10 +85,14 @@ class MLLM {
   const float* final_hidden() const;
   // For the discriminative loss: extra gradient w.r.t. final_hidden() [B,T,C]
   // to add during the next Backward (nullptr = none). Cleared after Backward.
+  // Returns a zeroed buffer on the first call after a Forward, nullptr when no
+  // Forward awaits its Backward.
   float* mutable_final_hidden_grad();
 
   // Greedy decoding for evaluation: the prompt is one batch row (may contain
-  // images); returns up to max_new generated token ids, stopping at eos_id.
+  // images); returns up to max_new generated token ids, stopping at eos_id
+  // (which is included). Uses the first lens[0] tokens; replaces the state of
+  // the last Forward (no Backward after it).
   std::vector<int32_t> Generate(const data::Batch& prompt, int max_new, int eos_id);
 
   const unified_train::ModelConfig& config() const;

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""tslearn reference timing for bench/sdtw_bench (soft-DTW + gradients).
+
+Reads the pairs the C++ benchmark wrote (raw little-endian float32: for each
+pair x [n,d] then y [m,d]), runs tslearn's soft-DTW with the squared Euclidean
+cost, its gradient E, and the gradients w.r.t. x and y (Jacobian products),
+over `--threads` worker processes (each single-threaded, JIT warmed up before
+timing), and prints one line:
+  seconds=<wall> cpu_seconds=<CPU time of the pair computations> value_sum=<sum of values>
+If tslearn is missing it prints:  seconds=n/a
+"""
+import argparse
+import os
+import sys
+import time
+
+
+def _init_worker():
+    # One core per worker: no nested BLAS / numba threads.
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    _run_pair((_warm_x, _warm_x, 1.0))  # compile the numba kernels before timing
+
+
+_warm_x = None
+
+
+def _run_pair(args):
+    import numpy as np
+    from tslearn.metrics import SoftDTW, SquaredEuclidean
+    x, y, gamma = args
+    cpu0 = time.process_time()
+    dist = SquaredEuclidean(x, y)
+    sdtw = SoftDTW(dist, gamma=gamma)
+    value = sdtw.compute()
+    E = sdtw.grad()
+    gx = dist.jacobian_product(E)
+    gy = SquaredEuclidean(y, x).jacobian_product(np.ascontiguousarray(E.T))
+    return float(value), time.process_time() - cpu0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--input", required=True)
+    p.add_argument("--pairs", type=int, required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--m", type=int, required=True)
+    p.add_argument("--d", type=int, required=True)
+    p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:
+        import numpy as np
+        import tslearn.metrics  # noqa: F401
+    except ImportError:
+        print("seconds=n/a")
+        return
+    data = np.fromfile(a.input, dtype="<f4").astype(np.float64)
+    per_pair = (a.n + a.m) * a.d
+    assert data.size == a.pairs * per_pair, "input size does not match --pairs/--n/--m/--d"
+    jobs = []
+    for b in range(a.pairs):
+        chunk = data[b * per_pair:(b + 1) * per_pair]
+        x = chunk[: a.n * a.d].reshape(a.n, a.d)
+        y = chunk[a.n * a.d:].reshape(a.m, a.d)
+        jobs.append((x, y, a.gamma))
+    global _warm_x
+    _warm_x = np.random.default_rng(0).standard_normal((4, a.d))
+    if a.threads <= 1:
+        _init_worker()
+        t0 = time.perf_counter()
+        results = [_run_pair(j) for j in jobs]
+        seconds = time.perf_counter() - t0
+    else:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(a.threads, initializer=_init_worker) as pool:
+            pool.map(_run_pair, [(_warm_x, _warm_x, 1.0)] * a.threads)  # all workers warm
+            t0 = time.perf_counter()
+            results = pool.map(_run_pair, jobs, chunksize=1)
+            seconds = time.perf_counter() - t0
+    print("seconds=%.6f cpu_seconds=%.6f value_sum=%.9g"
+          % (seconds, sum(r[1] for r in results), sum(r[0] for r in results)))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

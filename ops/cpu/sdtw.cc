@@ -1,0 +1,403 @@
+// Soft-DTW forward/backward along anti-diagonals. See ops/sdtw.h for the math.
+//
+// Layout: a diagonal k = i + j (k in [2, n+m]) holds the band cells
+// i in [lo_k, hi_k] (1-based). Rolling buffers (R, E, costs) are indexed by i
+// directly, so the three neighbours of (i,j) are R_{k-2}[i-1] (diagonal),
+// R_{k-1}[i-1] (up) and R_{k-1}[i] (left): unit stride, a SIMD loop. Entries
+// just outside [lo_k, hi_k] are sentinels (R = +inf, E = 0). The per-cell
+// softmin weights are packed diagonal after diagonal with one zero pad on each
+// side ([lo_k - 1, hi_k + 1]), which is exactly the range the backward reads.
+#include "ops/sdtw.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "glog/logging.h"
+#include "ops/cpu/sdtw_internal.h"
+
+namespace ut::cpu {
+
+struct SdtwWorkspace::Buffers {
+  std::vector<double> r;                  // 3 rolling diagonals of R in a strip
+  std::vector<float> e;                   // 3 rolling diagonals of E in a strip
+  internal::FloatBuffer tile;             // a strip's costs, then its E [128, m+16]
+  std::vector<float> cost_diag;           // per-diagonal temporaries [130]
+  std::vector<float> gap1, gap2, argmin, log_sum;
+  std::vector<double> base;
+  std::vector<double> row_a, row_b;       // R of the rows between strips [m+2]
+  std::vector<float> below, above;        // E flowing between strips [m+2]
+  std::vector<float> top_e, top_w_up, top_w_diag;
+  std::vector<int64_t> diag_off;          // weight slot base of each diagonal
+  internal::FloatBuffer w_diag;           // per band cell: weight of (i-1,j-1) in (i,j)
+  internal::FloatBuffer w_up;             // weight of (i-1,j)
+  internal::FloatBuffer w_left;           // weight of (i,j-1)
+};
+
+SdtwWorkspace::SdtwWorkspace() : buffers_(std::make_unique<Buffers>()) {}
+SdtwWorkspace::~SdtwWorkspace() = default;
+SdtwWorkspace::SdtwWorkspace(SdtwWorkspace&&) noexcept = default;
+SdtwWorkspace& SdtwWorkspace::operator=(SdtwWorkspace&&) noexcept = default;
+
+namespace {
+
+using Buffers = SdtwWorkspace::Buffers;
+using internal::ExpNonPositive;
+using internal::LogPositive;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// The matrix is swept in horizontal strips of at most kStripRows rows (so a
+// diagonal's cost gather and E scatter touch few cache lines and pages); in a
+// strip, local row r in [1, rows] is global row i0 - 1 + r, and diagonal
+// t = r + j in [2, rows + m]. Band cells of diagonal t: r in [lo(t), hi(t)];
+// hi(t) = lo(t) - 1 means an empty diagonal (band 0 on equal lengths gives
+// those). lo and hi never decrease and grow by at most 1 per diagonal, which is
+// what makes one sentinel on each side of a diagonal enough.
+constexpr int kStripRows = 128;
+
+// Row pitch of the per-strip tile: m plus one cache line.
+int64_t TilePitch(int m) { return m + 16; }
+
+struct Strip {
+  int i0, rows, m, width;  // width < 0: no band
+  int lo(int t) const {
+    int v = std::max(1, t - m);
+    if (width >= 0) v = std::max(v, (t - (i0 - 1) - width + 1) >> 1);  // ceil(/2)
+    return std::min(v, rows + 1);
+  }
+  int hi(int t) const {
+    int v = std::min(rows, t - 1);
+    if (width >= 0) v = std::min(v, (t - (i0 - 1) + width) >> 1);  // floor(/2)
+    return std::max(v, lo(t) - 1);
+  }
+  // Padded weight slots of diagonal t: [lo - 1, hi + 1].
+  int64_t slots(int t) const { return hi(t) - lo(t) + 3; }
+  // Weight slots of the whole strip: diagonals 2 .. rows + m + 2 (the last
+  // two are all padding: the backward reads them as zero weights).
+  int64_t total_slots() const {
+    int64_t total = 0;
+    for (int t = 2; t <= rows + m + 2; ++t) total += slots(t);
+    return total;
+  }
+};
+
+std::vector<Strip> MakeStrips(int n, int m, int band) {
+  const int width = band < 0 ? -1 : band + std::abs(n - m);
+  std::vector<Strip> strips;
+  for (int i0 = 1; i0 <= n; i0 += kStripRows) {
+    strips.push_back({i0, std::min(kStripRows, n - i0 + 1), m, width});
+  }
+  return strips;
+}
+
+// One strip of the forward. cost: the strip's rows [rows, m]. top [m+1]: R of
+// the row above (global row i0 - 1); bottom [m+1] gets R of the strip's last
+// row (+inf outside the band). With kStoreWeights the softmin weights go to
+// ws->w_* from slot `w_off` on.
+template <bool kStoreWeights>
+void ForwardStrip(const float* cost, const Strip& st, double gamma, const double* top,
+                  double* bottom, int64_t w_off, Buffers* ws) {
+  const int rows = st.rows, m = st.m;
+  const int stride = rows + 2;
+  ws->r.assign(3 * stride, kInf);
+  ws->r[0] = top[0];           // diagonal 0, slot 0: R(i0 - 1, 0)
+  ws->r[stride] = top[1];      // diagonal 1, slot 0: R(i0 - 1, 1)
+  float* cd = ws->cost_diag.data();
+  float* gap1 = ws->gap1.data();
+  float* gap2 = ws->gap2.data();
+  float* argmin = ws->argmin.data();
+  float* log_sum = ws->log_sum.data();
+  double* base = ws->base.data();
+  float *w_diag = nullptr, *w_up = nullptr, *w_left = nullptr;
+  const double inv_gamma = 1.0 / gamma;
+  // The strip's costs are first copied to a tile whose row pitch is not a
+  // power of two, so that the diagonal gather (one element per row) does not
+  // hit the same few cache sets; cost(r, j) with r + j = t is then at
+  // tile[(r-1)*(pitch-1) + t-2].
+  const int64_t pitch = TilePitch(m);
+  float* tile = ws->tile.data();
+  for (int r = 0; r < rows; ++r) std::memcpy(tile + r * pitch, cost + int64_t{r} * m, 4 * m);
+  const int64_t cost_stride = pitch - 1;
+  std::fill(bottom, bottom + m + 1, kInf);
+  for (int t = 2; t <= rows + m; ++t) {
+    const int lo = st.lo(t), hi = st.hi(t);
+    const double* r_pp = ws->r.data() + ((t - 2) % 3) * stride;
+    const double* r_p = ws->r.data() + ((t - 1) % 3) * stride;
+    double* r_c = ws->r.data() + (t % 3) * stride;
+    const float* cost_t = tile + (t - 2);
+    for (int i = lo; i <= hi; ++i) cd[i] = cost_t[(i - 1) * cost_stride];
+    if (kStoreWeights) {
+      w_diag = ws->w_diag.data() + w_off - (lo - 1);
+      w_up = ws->w_up.data() + w_off - (lo - 1);
+      w_left = ws->w_left.data() + w_off - (lo - 1);
+    }
+    // Pass 1 (double): which neighbour is the minimum, the scaled gaps of the
+    // other two (>= 0, +inf if unreachable), and c(i,j) + min.
+#pragma omp simd
+    for (int i = lo; i <= hi; ++i) {
+      const double a = r_pp[i - 1], b = r_p[i - 1], l = r_p[i];
+      const double mn = std::min(std::min(a, b), l);
+      const bool reachable = mn < kInf;
+      const bool a_min = a <= mn;
+      const bool b_min = b <= mn;  // only read when !a_min
+      const double o1 = a_min ? b : a;
+      const double o2 = (a_min | b_min) ? l : b;
+      const double ref = reachable ? mn : 0.0;
+      gap1[i] = static_cast<float>((o1 - ref) * inv_gamma);
+      gap2[i] = static_cast<float>((o2 - ref) * inv_gamma);
+      argmin[i] = static_cast<float>(!reachable ? 3.0 : (a_min ? 0.0 : (b_min ? 1.0 : 2.0)));
+      base[i] = reachable ? cd[i] + mn : kInf;
+    }
+    // Pass 2 (float, 8 lanes): softmin = min - gamma * log(1 + e1 + e2) and
+    // the three weights; computed unconditionally, then selected.
+#pragma omp simd
+    for (int i = lo; i <= hi; ++i) {
+      const float g1 = gap1[i], g2 = gap2[i];
+      const float x1 = ExpNonPositive(-std::min(g1, 87.f));
+      const float x2 = ExpNonPositive(-std::min(g2, 87.f));
+      const float e1 = g1 < 87.f ? x1 : 0.f;
+      const float e2 = g2 < 87.f ? x2 : 0.f;
+      const float sum = 1.f + e1 + e2;  // in [1, 3]
+      log_sum[i] = LogPositive(sum);
+      if (kStoreWeights) {
+        const float code = argmin[i];
+        const float w_min = code < 3.f ? 1.f / sum : 0.f;
+        const float w1 = e1 * w_min, w2 = e2 * w_min;
+        w_diag[i] = code == 0.f ? w_min : w1;
+        w_up[i] = code == 0.f ? w1 : (code == 1.f ? w_min : w2);
+        w_left[i] = code == 2.f ? w_min : w2;
+      }
+    }
+    // Pass 3 (double): R = c + softmin (+inf stays +inf).
+#pragma omp simd
+    for (int i = lo; i <= hi; ++i) r_c[i] = base[i] - gamma * log_sum[i];
+    // Sentinels: slot 0 is the row above (R(i0 - 1, t)), others are outside the band.
+    r_c[lo - 1] = lo == 1 ? (t <= m ? top[t] : kInf) : kInf;
+    r_c[hi + 1] = kInf;
+    if (hi == rows && lo <= rows) bottom[t - rows] = r_c[rows];
+    if (kStoreWeights) {
+      w_diag[lo - 1] = w_up[lo - 1] = w_left[lo - 1] = 0.f;
+      w_diag[hi + 1] = w_up[hi + 1] = w_left[hi + 1] = 0.f;
+      w_off += hi - lo + 3;
+    }
+  }
+  if (kStoreWeights) {  // the two all-padding diagonals after the last one
+    const int64_t pad = st.slots(rows + m + 1) + st.slots(rows + m + 2);
+    std::fill_n(ws->w_diag.data() + w_off, pad, 0.f);
+    std::fill_n(ws->w_up.data() + w_off, pad, 0.f);
+    std::fill_n(ws->w_left.data() + w_off, pad, 0.f);
+  }
+}
+
+// One strip of the backward, after the forward stored the weights from slot
+// w_off. E: the strip's rows [rows, m] (scale * dR[n,m]/dc, written).
+// below [m+2]: what the row under the strip sends to the strip's last row,
+// below[j] = E(i1+1, j) w_up(i1+1, j) + E(i1+1, j+1) w_diag(i1+1, j+1);
+// above [m+2] gets the same for the row above the strip.
+void BackwardStrip(float* E, float scale, const Strip& st, const float* below, float* above,
+                   int64_t w_off, Buffers* ws) {
+  const int rows = st.rows, m = st.m;
+  const int stride = rows + 2;
+  ws->e.assign(3 * stride, 0.f);
+  ws->top_e.assign(m + 2, 0.f);
+  ws->top_w_up.assign(m + 2, 0.f);
+  ws->top_w_diag.assign(m + 2, 0.f);
+  ws->diag_off.resize(rows + m + 3);
+  for (int t = 2; t <= rows + m + 2; ++t) {
+    ws->diag_off[t] = w_off - (st.lo(t) - 1);  // base: weights of (t, r) at base + r
+    w_off += st.slots(t);
+  }
+  // E is scattered along diagonals into the tile (see ForwardStrip), then
+  // copied out row by row.
+  const int64_t pitch = TilePitch(m);
+  float* tile = ws->tile.data();
+  if (st.width >= 0) std::fill_n(tile, rows * pitch, 0.f);  // cells outside the band
+  const int64_t e_stride = pitch - 1;
+  for (int t = rows + m; t >= 2; --t) {
+    const int lo = st.lo(t), hi = st.hi(t);
+    float* e_c = ws->e.data() + (t % 3) * stride;
+    const float* e_1 = ws->e.data() + ((t + 1) % 3) * stride;
+    const float* e_2 = ws->e.data() + ((t + 2) % 3) * stride;
+    const float* w_left_1 = ws->w_left.data() + ws->diag_off[t + 1];
+    const float* w_up_1 = ws->w_up.data() + ws->diag_off[t + 1];
+    const float* w_diag_2 = ws->w_diag.data() + ws->diag_off[t + 2];
+    // E(r,j) = E(r,j+1) w_left(r,j+1) + E(r+1,j) w_up(r+1,j) + E(r+1,j+1) w_diag(r+1,j+1).
+#pragma omp simd
+    for (int i = lo; i <= hi; ++i) {
+      e_c[i] = e_1[i] * w_left_1[i] + e_1[i + 1] * w_up_1[i + 1] + e_2[i + 1] * w_diag_2[i + 1];
+    }
+    if (hi == rows && lo <= rows) e_c[rows] += below[t - rows];
+    e_c[lo - 1] = 0.f;
+    e_c[hi + 1] = 0.f;
+    if (lo == 1 && hi >= 1) {  // first row of the strip: keep what it sends upwards
+      ws->top_e[t - 1] = e_c[1];
+      ws->top_w_up[t - 1] = ws->w_up.data()[ws->diag_off[t] + 1];
+      ws->top_w_diag[t - 1] = ws->w_diag.data()[ws->diag_off[t] + 1];
+    }
+    float* E_t = tile + (t - 2);
+    for (int i = lo; i <= hi; ++i) E_t[(i - 1) * e_stride] = e_c[i];
+  }
+  for (int r = 0; r < rows; ++r) {
+    const float* src = tile + r * pitch;
+    float* dst = E + int64_t{r} * m;
+#pragma omp simd
+    for (int j = 0; j < m; ++j) dst[j] = scale * src[j];
+  }
+  above[0] = 0.f;
+  for (int j = 1; j <= m; ++j) {
+    above[j] = ws->top_e[j] * ws->top_w_up[j] + ws->top_e[j + 1] * ws->top_w_diag[j + 1];
+  }
+  above[m + 1] = 0.f;
+}
+
+// Sizes the per-diagonal temporaries and the weight store; returns the first
+// weight slot of every strip (and the total at the end).
+std::vector<int64_t> PrepareWorkspace(const std::vector<Strip>& strips, int m, bool weights,
+                                      Buffers* ws) {
+  const int stride = kStripRows + 2;
+  ws->cost_diag.resize(stride);
+  ws->gap1.resize(stride);
+  ws->gap2.resize(stride);
+  ws->argmin.resize(stride);
+  ws->log_sum.resize(stride);
+  ws->base.resize(stride);
+  ws->tile.Reserve(kStripRows * TilePitch(m));
+  ws->row_a.resize(m + 2);
+  ws->row_b.resize(m + 2);
+  std::vector<int64_t> off(strips.size() + 1, 0);
+  if (weights) {
+    for (size_t s = 0; s < strips.size(); ++s) off[s + 1] = off[s] + strips[s].total_slots();
+    ws->w_diag.Reserve(off.back());
+    ws->w_up.Reserve(off.back());
+    ws->w_left.Reserve(off.back());
+  }
+  return off;
+}
+
+// Forward over all strips; returns R[n,m].
+template <bool kStoreWeights>
+double Forward(const float* cost, int m, double gamma, const std::vector<Strip>& strips,
+               const std::vector<int64_t>& w_off, Buffers* ws) {
+  double* top = ws->row_a.data();
+  double* bottom = ws->row_b.data();
+  top[0] = 0.0;  // R(0,0) = 0, R(0,j) = +inf
+  std::fill(top + 1, top + m + 1, kInf);
+  for (size_t s = 0; s < strips.size(); ++s) {
+    const float* cost_s = cost + static_cast<int64_t>(strips[s].i0 - 1) * m;
+    ForwardStrip<kStoreWeights>(cost_s, strips[s], gamma, top, bottom, w_off[s], ws);
+    std::swap(top, bottom);
+  }
+  return top[m];
+}
+
+}  // namespace
+
+double soft_dtw_pair(const float* cost, int n, int m, double gamma, int band,
+                     SdtwWorkspace* workspace) {
+  CHECK(n >= 1 && m >= 1 && gamma > 0) << "n=" << n << " m=" << m << " gamma=" << gamma;
+  Buffers* ws = workspace->buffers();
+  const std::vector<Strip> strips = MakeStrips(n, m, band);
+  const std::vector<int64_t> w_off = PrepareWorkspace(strips, m, /*weights=*/false, ws);
+  return Forward<false>(cost, m, gamma, strips, w_off, ws);
+}
+
+double soft_dtw_pair_backward(float* E, float scale, const float* cost, int n, int m,
+                              double gamma, int band, SdtwWorkspace* workspace) {
+  CHECK(n >= 1 && m >= 1 && gamma > 0) << "n=" << n << " m=" << m << " gamma=" << gamma;
+  Buffers* ws = workspace->buffers();
+  const std::vector<Strip> strips = MakeStrips(n, m, band);
+  const std::vector<int64_t> w_off = PrepareWorkspace(strips, m, /*weights=*/true, ws);
+  const double value = Forward<true>(cost, m, gamma, strips, w_off, ws);
+  // The costs are all read; E (which may alias them) is written from here on.
+  ws->below.assign(m + 2, 0.f);
+  ws->above.resize(m + 2);
+  ws->below[m] = 1.f;  // dR(n,m)/dc(n,m) = 1 enters through the last row
+  for (int s = static_cast<int>(strips.size()) - 1; s >= 0; --s) {
+    float* E_s = E + static_cast<int64_t>(strips[s].i0 - 1) * m;
+    BackwardStrip(E_s, scale, strips[s], ws->below.data(), ws->above.data(), w_off[s], ws);
+    std::swap(ws->below, ws->above);
+  }
+  return value;
+}
+
+absl::Status ValidateSdtw(const SdtwBatch& batch, const SdtwOptions& options) {
+  if (!(options.gamma > 0) || !std::isfinite(options.gamma)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "soft_dtw: gamma = ", options.gamma, " is not a finite positive number; use e.g. 1.0"));
+  }
+  if (batch.B < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("soft_dtw: batch size B = ", batch.B, " < 0"));
+  }
+  if (batch.B == 0) return absl::OkStatus();
+  if (batch.n == nullptr || batch.m == nullptr || batch.offsets == nullptr) {
+    return absl::InvalidArgumentError(
+        "soft_dtw: SdtwBatch needs n, m and offsets arrays (one of them is null)");
+  }
+  for (int b = 0; b < batch.B; ++b) {
+    if (batch.n[b] < 1 || batch.m[b] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "soft_dtw: pair ", b, " has lengths n = ", batch.n[b], ", m = ", batch.m[b],
+          "; both sequences need at least one element (drop empty pairs before the call)"));
+    }
+    const int64_t cells = static_cast<int64_t>(batch.n[b]) * batch.m[b];
+    if (batch.offsets[b] < 0 || batch.offsets[b + 1] - batch.offsets[b] != cells) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "soft_dtw: pair ", b, " spans offsets [", batch.offsets[b], ", ", batch.offsets[b + 1],
+          ") but needs n * m = ", cells, " packed cells; offsets[b+1] must be offsets[b] + n*m"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Runs fn(b, workspace) for every pair, largest pairs first, one workspace per
+// thread. Each pair's result depends only on its own inputs, so the output is
+// the same for any thread count or schedule.
+template <typename Fn>
+void ForEachPair(const SdtwBatch& batch, int num_threads, Fn fn) {
+  std::vector<int> order(batch.B);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) {
+    return int64_t{batch.n[x]} * batch.m[x] > int64_t{batch.n[y]} * batch.m[y];
+  });
+  const int threads = std::max(1, std::min(num_threads > 0 ? num_threads : omp_get_max_threads(),
+                                           batch.B));
+#pragma omp parallel num_threads(threads)
+  {
+    SdtwWorkspace ws;
+#pragma omp for schedule(dynamic, 1)
+    for (int t = 0; t < batch.B; ++t) fn(order[t], &ws);
+  }
+}
+
+}  // namespace
+
+absl::Status soft_dtw_forward(double* values, const float* costs, const SdtwBatch& batch,
+                              const SdtwOptions& options) {
+  RETURN_IF_ERROR(ValidateSdtw(batch, options));
+  ForEachPair(batch, options.num_threads, [&](int b, SdtwWorkspace* ws) {
+    values[b] = soft_dtw_pair(costs + batch.offsets[b], batch.n[b], batch.m[b], options.gamma,
+                              options.band, ws);
+  });
+  return absl::OkStatus();
+}
+
+absl::Status soft_dtw_forward_backward(double* values, float* E, const float* costs,
+                                       const float* dvalues, const SdtwBatch& batch,
+                                       const SdtwOptions& options) {
+  RETURN_IF_ERROR(ValidateSdtw(batch, options));
+  ForEachPair(batch, options.num_threads, [&](int b, SdtwWorkspace* ws) {
+    const int64_t off = batch.offsets[b];
+    values[b] = soft_dtw_pair_backward(E + off, dvalues ? dvalues[b] : 1.f, costs + off,
+                                       batch.n[b], batch.m[b], options.gamma, options.band, ws);
+  });
+  return absl::OkStatus();
+}
+
+}  // namespace ut::cpu

@@ -1,0 +1,96 @@
+// Internal helpers of //ops:sdtw: branch-free float exp/log for the soft-DTW
+// and GAK loops (Cephes polynomials, about 1 ulp, no branches or libm calls,
+// so `#pragma omp simd` loops vectorise them) and an uninitialised buffer for
+// the large per-pair arrays.
+#pragma once
+
+#include <sys/mman.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <utility>
+
+#include "glog/logging.h"
+
+namespace ut::cpu::internal {
+
+// exp(x) for x in [-87, 0] (Cephes expf polynomial, ~1 ulp); branch-free so
+// that the diagonal loop vectorises.
+inline float ExpNonPositive(float x) {
+  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  return y * std::bit_cast<float>(bits);
+}
+
+// log(s) for a normal s > 0 (Cephes logf polynomial, ~1 ulp); branch-free.
+inline float LogPositive(float s) {
+  const int32_t bits = std::bit_cast<int32_t>(s);
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  float x = std::bit_cast<float>((bits & 0x807fffff) | 0x3f000000);  // [0.5, 1)
+  const bool small = x < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  x = small ? x + x - 1.0f : x - 1.0f;
+  const float z = x * x;
+  float y = 7.0376836292e-2f;
+  y = y * x - 1.1514610310e-1f;
+  y = y * x + 1.1676998740e-1f;
+  y = y * x - 1.2420140846e-1f;
+  y = y * x + 1.4249322787e-1f;
+  y = y * x - 1.6668057665e-1f;
+  y = y * x + 2.0000714765e-1f;
+  y = y * x - 2.4999993993e-1f;
+  y = y * x + 3.3333331174e-1f;
+  y = y * x * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return x + y + 0.693359375f * e;
+}
+
+// A float array that grows without initialising its contents (a resized
+// std::vector would zero hundreds of MB per long pair). Large blocks are 2 MiB
+// aligned and marked for transparent huge pages, which cuts page faults.
+class FloatBuffer {
+ public:
+  FloatBuffer() = default;
+  FloatBuffer(const FloatBuffer&) = delete;
+  FloatBuffer& operator=(const FloatBuffer&) = delete;
+  FloatBuffer(FloatBuffer&& o) noexcept { *this = std::move(o); }
+  FloatBuffer& operator=(FloatBuffer&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(capacity_, o.capacity_);
+    return *this;
+  }
+  ~FloatBuffer() { std::free(data_); }
+
+  // Makes room for n floats; the contents are unspecified afterwards.
+  void Reserve(int64_t n) {
+    if (n <= capacity_) return;
+    std::free(data_);
+    constexpr size_t kHuge = size_t{2} << 20;
+    const size_t bytes = sizeof(float) * static_cast<size_t>(n);
+    const size_t align = bytes >= kHuge ? kHuge : 64;
+    const size_t rounded = (bytes + align - 1) / align * align;
+    data_ = static_cast<float*>(std::aligned_alloc(align, rounded));
+    CHECK(data_ != nullptr) << "out of memory allocating " << rounded << " bytes";
+    if (align == kHuge) madvise(data_, rounded, MADV_HUGEPAGE);  // a hint; errors are fine
+    capacity_ = n;
+  }
+  float* data() { return data_; }
+  const float* data() const { return data_; }
+
+ private:
+  float* data_ = nullptr;
+  int64_t capacity_ = 0;
+};
+
+}  // namespace ut::cpu::internal

@@ -1,0 +1,343 @@
+// Soft-DTW value and expected alignment E against brute force over every
+// monotone alignment, a plain double-precision DP, finite differences, the band,
+// the batch API and long sequences.
+#include "ops/sdtw.h"
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "core/base/rng.h"
+#include "gtest/gtest.h"
+#include "ops/testing/gradcheck.h"
+
+namespace ut::cpu {
+namespace {
+
+using ::ut::testing::CheckGradient;
+using ::ut::testing::RandomUniform;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+struct Reference {
+  double value;
+  std::vector<double> E;  // [n,m]
+};
+
+// Enumerates every monotone alignment from (0,0) to (n-1,m-1) with steps
+// (1,0), (0,1), (1,1) that stays in the band and avoids +inf cells:
+// value = -g log sum_paths exp(-cost/g), E[i,j] = P(path visits (i,j)).
+Reference BruteForce(const std::vector<float>& cost, int n, int m, double g, int band) {
+  std::vector<std::vector<int>> paths;
+  std::vector<double> path_cost;
+  std::vector<int> cells;
+  std::function<void(int, int, double)> walk = [&](int i, int j, double acc) {
+    if (!SdtwInBand(i, j, n, m, band) || std::isinf(cost[i * m + j])) return;
+    cells.push_back(i * m + j);
+    acc += cost[i * m + j];
+    if (i == n - 1 && j == m - 1) {
+      paths.push_back(cells);
+      path_cost.push_back(acc);
+    } else {
+      if (i + 1 < n) walk(i + 1, j, acc);
+      if (j + 1 < m) walk(i, j + 1, acc);
+      if (i + 1 < n && j + 1 < m) walk(i + 1, j + 1, acc);
+    }
+    cells.pop_back();
+  };
+  walk(0, 0, 0.0);
+  double lo = kInf;
+  for (double c : path_cost) lo = std::min(lo, c);
+  double z = 0.0;
+  for (double c : path_cost) z += std::exp(-(c - lo) / g);
+  Reference ref{lo - g * std::log(z), std::vector<double>(n * m, 0.0)};
+  for (size_t p = 0; p < paths.size(); ++p) {
+    const double prob = std::exp(-(path_cost[p] - lo) / g) / z;
+    for (int c : paths[p]) ref.E[c] += prob;
+  }
+  return ref;
+}
+
+// Textbook DP in double: the forward recursion and the Cuturi & Blondel
+// backward E[p] = sum_q E[q] exp((R[q] - c[q] - R[p]) / g); cells outside the
+// band are +inf in R and 0 in E.
+Reference PlainDp(const std::vector<float>& cost, int n, int m, double g, int band = -1) {
+  const int w = m + 2;
+  std::vector<double> R((n + 2) * w, kInf);
+  auto r = [&](int i, int j) -> double& { return R[i * w + j]; };
+  auto c = [&](int i, int j) { return static_cast<double>(cost[(i - 1) * m + (j - 1)]); };
+  auto in = [&](int i, int j) { return i <= n && j <= m && SdtwInBand(i - 1, j - 1, n, m, band); };
+  r(0, 0) = 0.0;
+  for (int i = 1; i <= n; ++i) {
+    for (int j = 1; j <= m; ++j) {
+      if (!in(i, j)) continue;
+      const double a = r(i - 1, j - 1), b = r(i - 1, j), l = r(i, j - 1);
+      const double mn = std::min({a, b, l});
+      r(i, j) = c(i, j) + mn -
+                g * std::log(std::exp(-(a - mn) / g) + std::exp(-(b - mn) / g) +
+                             std::exp(-(l - mn) / g));
+    }
+  }
+  std::vector<double> E((n + 2) * w, 0.0);
+  auto e = [&](int i, int j) -> double& { return E[i * w + j]; };
+  auto from = [&](int qi, int qj, int i, int j) {  // E(q) * weight of (i,j) in q
+    if (!in(qi, qj)) return 0.0;
+    return e(qi, qj) * std::exp((r(qi, qj) - c(qi, qj) - r(i, j)) / g);
+  };
+  e(n, m) = 1.0;
+  for (int i = n; i >= 1; --i) {
+    for (int j = m; j >= 1; --j) {
+      if ((i == n && j == m) || !in(i, j)) continue;
+      e(i, j) = from(i, j + 1, i, j) + from(i + 1, j, i, j) + from(i + 1, j + 1, i, j);
+    }
+  }
+  Reference ref{r(n, m), std::vector<double>(n * m)};
+  for (int i = 1; i <= n; ++i) {
+    for (int j = 1; j <= m; ++j) ref.E[(i - 1) * m + (j - 1)] = e(i, j);
+  }
+  return ref;
+}
+
+// Value within 1e-6 relative (plus 1e-6 absolute), every E entry within 2e-6
+// (E is a probability); NaN fails.
+void ExpectMatches(const Reference& ref, double value, const std::vector<float>& E,
+                   const std::string& what) {
+  EXPECT_LE(std::fabs(value - ref.value), 1e-6 * (1.0 + std::fabs(ref.value)))
+      << what << ": value " << value << " vs " << ref.value;
+  double worst = 0.0;
+  int worst_at = -1;
+  for (size_t k = 0; k < E.size(); ++k) {
+    const double err = std::fabs(E[k] - ref.E[k]);
+    if (!(err <= worst)) {
+      worst = std::isnan(err) ? kInf : err;
+      worst_at = static_cast<int>(k);
+    }
+  }
+  EXPECT_LE(worst, 2e-6) << what << ": E[" << worst_at << "] = " << E[worst_at] << " vs "
+                         << ref.E[worst_at];
+}
+
+TEST(SoftDtw, ValueAndAlignmentMatchEveryPathEnumerated) {
+  Rng rng(1);
+  SdtwWorkspace ws;
+  const int sizes[][2] = {{1, 1}, {1, 4}, {3, 1}, {2, 3}, {3, 3}, {4, 5}, {5, 5}, {5, 3}};
+  for (const auto& size : sizes) {
+    const int n = size[0], m = size[1];
+    for (double gamma : {0.05, 0.3, 1.0, 5.0}) {
+      const auto cost = RandomUniform(rng, n * m, -1.0f, 2.0f);
+      const Reference ref = BruteForce(cost, n, m, gamma, -1);
+      std::vector<float> E(n * m, -1.0f);
+      const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, gamma, -1,
+                                                  &ws);
+      const std::string what = "n=" + std::to_string(n) + " m=" + std::to_string(m) +
+                               " gamma=" + std::to_string(gamma);
+      ExpectMatches(ref, value, E, what);
+      EXPECT_NEAR(soft_dtw_pair(cost.data(), n, m, gamma, -1, &ws), value, 1e-12) << what;
+    }
+  }
+}
+
+TEST(SoftDtw, BandMatchesEnumerationOfPathsInsideIt) {
+  Rng rng(2);
+  SdtwWorkspace ws;
+  const int cases[][3] = {{5, 5, 0}, {5, 5, 1}, {5, 3, 0}, {3, 5, 1}, {4, 5, 0}, {5, 5, 7}};
+  for (const auto& c : cases) {
+    const int n = c[0], m = c[1], band = c[2];
+    const auto cost = RandomUniform(rng, n * m, 0.0f, 2.0f);
+    const Reference ref = BruteForce(cost, n, m, 0.5, band);
+    std::vector<float> E(n * m, -1.0f);
+    const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 0.5, band,
+                                                &ws);
+    const std::string what = "n=" + std::to_string(n) + " m=" + std::to_string(m) +
+                             " band=" + std::to_string(band);
+    ExpectMatches(ref, value, E, what);
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j < m; ++j) {
+        if (!SdtwInBand(i, j, n, m, band)) {
+          EXPECT_EQ(E[i * m + j], 0.0f) << what;
+        }
+      }
+    }
+    EXPECT_NEAR(soft_dtw_pair(cost.data(), n, m, 0.5, band, &ws), value, 1e-12) << what;
+  }
+  // A band of 0 on equal lengths keeps only the diagonal: value = its sum.
+  const std::vector<float> cost = {1, 9, 9, 9, 2, 9, 9, 9, 3};
+  EXPECT_NEAR(soft_dtw_pair(cost.data(), 3, 3, 1.0, 0, &ws), 6.0, 1e-6);
+}
+
+TEST(SoftDtw, InfiniteCostsAreUnreachableAndGiveNoNan) {
+  Rng rng(3);
+  SdtwWorkspace ws;
+  const int n = 5, m = 5;
+  auto cost = RandomUniform(rng, n * m, 0.0f, 1.0f);
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int k : {1, 7, 12, 13, 18}) cost[k] = inf;  // blocked cells; a path remains
+  const Reference ref = BruteForce(cost, n, m, 0.7, -1);
+  std::vector<float> E(n * m);
+  const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 0.7, -1, &ws);
+  ExpectMatches(ref, value, E, "blocked cells");
+  for (int k : {1, 7, 12, 13, 18}) EXPECT_EQ(E[k], 0.0f);
+}
+
+TEST(SoftDtw, MatchesPlainDoubleDpOnLargerMatrices) {
+  Rng rng(4);
+  SdtwWorkspace ws;
+  const int sizes[][2] = {{60, 45}, {45, 60}, {1, 70}, {70, 1}, {128, 128}};
+  for (const auto& size : sizes) {
+    const int n = size[0], m = size[1];
+    for (double gamma : {0.01, 0.1, 1.0, 10.0}) {
+      const auto cost = RandomUniform(rng, n * m, 0.0f, 3.0f);
+      const Reference ref = PlainDp(cost, n, m, gamma);
+      std::vector<float> E(n * m);
+      const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, gamma, -1,
+                                                  &ws);
+      ExpectMatches(ref, value, E,
+                    "n=" + std::to_string(n) + " m=" + std::to_string(m) +
+                        " gamma=" + std::to_string(gamma));
+    }
+  }
+}
+
+// More rows than one strip (the sweep works in strips of 128 rows), with and
+// without a band.
+TEST(SoftDtw, MatchesPlainDoubleDpAcrossStrips) {
+  Rng rng(8);
+  SdtwWorkspace ws;
+  const int cases[][3] = {{300, 200, -1}, {257, 129, 5}, {129, 300, 0}, {256, 256, 0},
+                          {200, 20, 3},   {385, 7, -1},  {130, 130, 1}};
+  for (const auto& c : cases) {
+    const int n = c[0], m = c[1], band = c[2];
+    const auto cost = RandomUniform(rng, n * m, 0.0f, 3.0f);
+    const Reference ref = PlainDp(cost, n, m, 0.7, band);
+    std::vector<float> E(n * m, -1.0f);
+    const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 0.7, band,
+                                                &ws);
+    const std::string what = "n=" + std::to_string(n) + " m=" + std::to_string(m) +
+                             " band=" + std::to_string(band);
+    ExpectMatches(ref, value, E, what);
+    EXPECT_EQ(soft_dtw_pair(cost.data(), n, m, 0.7, band, &ws), value) << what;
+  }
+}
+
+TEST(SoftDtw, GradientMatchesFiniteDifferences) {
+  Rng rng(5);
+  SdtwWorkspace ws;
+  for (int band : {-1, 2}) {
+    const int n = 7, m = 9;
+    auto cost = RandomUniform(rng, n * m, 0.0f, 2.0f);
+    std::vector<float> E(n * m);
+    soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 0.5, band, &ws);
+    auto loss = [&] { return soft_dtw_pair(cost.data(), n, m, 0.5, band, &ws); };
+    EXPECT_TRUE(CheckGradient("dR/dcost", loss, cost.data(), E.data(), n * m));
+  }
+}
+
+TEST(SoftDtw, BatchMatchesSinglePairsAndIsThreadCountIndependent) {
+  Rng rng(6);
+  const std::vector<int> n = {3, 40, 1, 17, 64, 5};
+  const std::vector<int> m = {9, 31, 1, 17, 2, 50};
+  const int B = static_cast<int>(n.size());
+  std::vector<int64_t> offsets(B + 1, 0);
+  for (int b = 0; b < B; ++b) offsets[b + 1] = offsets[b] + int64_t{n[b]} * m[b];
+  const auto costs = RandomUniform(rng, offsets[B], 0.0f, 2.0f);
+  const auto dvalues = RandomUniform(rng, B, -2.0f, 2.0f);
+  const SdtwBatch batch{B, n.data(), m.data(), offsets.data()};
+  SdtwOptions opt;
+  opt.gamma = 0.3;
+  opt.band = 3;
+  std::vector<std::vector<float>> E_by_threads;
+  for (int threads : {1, 2, 3}) {
+    opt.num_threads = threads;
+    std::vector<double> values(B), values_fwd(B);
+    std::vector<float> E(offsets[B], -1.0f);
+    ASSERT_TRUE(soft_dtw_forward_backward(values.data(), E.data(), costs.data(), dvalues.data(),
+                                          batch, opt).ok());
+    ASSERT_TRUE(soft_dtw_forward(values_fwd.data(), costs.data(), batch, opt).ok());
+    SdtwWorkspace ws;
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> Eb(int64_t{n[b]} * m[b]);
+      const double vb = soft_dtw_pair_backward(Eb.data(), dvalues[b], costs.data() + offsets[b],
+                                               n[b], m[b], opt.gamma, opt.band, &ws);
+      EXPECT_EQ(values[b], vb);
+      EXPECT_EQ(values_fwd[b], vb);
+      for (size_t k = 0; k < Eb.size(); ++k) ASSERT_EQ(E[offsets[b] + k], Eb[k]) << b << " " << k;
+    }
+    E_by_threads.push_back(E);
+  }
+  EXPECT_TRUE(::ut::testing::BitIdentical(E_by_threads[0], E_by_threads[1]));
+  EXPECT_TRUE(::ut::testing::BitIdentical(E_by_threads[0], E_by_threads[2]));
+
+  // E may alias the costs.
+  std::vector<float> inplace = costs;
+  std::vector<double> values(B);
+  ASSERT_TRUE(soft_dtw_forward_backward(values.data(), inplace.data(), inplace.data(),
+                                        dvalues.data(), batch, opt).ok());
+  EXPECT_TRUE(::ut::testing::BitIdentical(inplace, E_by_threads[0]));
+}
+
+TEST(SoftDtw, RejectsBadInputsWithAMessage) {
+  const std::vector<float> costs(6, 1.0f);
+  std::vector<double> values(2);
+  std::vector<int> n = {2, 0}, m = {3, 1};
+  std::vector<int64_t> offsets = {0, 6, 6};
+  SdtwOptions opt;
+  absl::Status s =
+      soft_dtw_forward(values.data(), costs.data(), {2, n.data(), m.data(), offsets.data()}, opt);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("pair 1"), std::string::npos) << s;
+  n = {2, 1};
+  offsets = {0, 5, 6};
+  s = soft_dtw_forward(values.data(), costs.data(), {2, n.data(), m.data(), offsets.data()}, opt);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("pair 0"), std::string::npos) << s;
+  offsets = {0, 6, 7};
+  opt.gamma = 0.0;
+  s = soft_dtw_forward(values.data(), costs.data(), {2, n.data(), m.data(), offsets.data()}, opt);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("gamma"), std::string::npos) << s;
+}
+
+// Every path visits (0,0) and (n-1,m-1) and crosses every row: E[0,0] =
+// E[n-1,m-1] = 1, row sums >= 1, all entries finite in [0,1].
+void ExpectAlignmentProperties(const std::vector<float>& E, int n, int m, const char* what) {
+  EXPECT_NEAR(E[0], 1.0f, 1e-4) << what;
+  EXPECT_NEAR(E[int64_t{n} * m - 1], 1.0f, 1e-6) << what;
+  int64_t bad = 0, thin_rows = 0;
+  for (int i = 0; i < n; ++i) {
+    double row = 0.0;
+    for (int j = 0; j < m; ++j) {
+      const float e = E[int64_t{i} * m + j];
+      if (!(e >= 0.0f && e <= 1.0f + 1e-5f)) ++bad;  // NaN counts as bad
+      row += e;
+    }
+    if (!(row >= 1.0 - 1e-3)) ++thin_rows;
+  }
+  EXPECT_EQ(bad, 0) << what;
+  EXPECT_EQ(thin_rows, 0) << what;
+}
+
+TEST(SoftDtw, LongSequencesStayFinite) {
+  Rng rng(7);
+  SdtwWorkspace ws;
+  {
+    const int n = 4096, m = 4096;
+    const auto cost = RandomUniform(rng, int64_t{n} * m, 0.0f, 2.0f);
+    std::vector<float> E(cost.size());
+    const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 1.0, -1, &ws);
+    EXPECT_TRUE(std::isfinite(value));
+    ExpectAlignmentProperties(E, n, m, "4096 x 4096");
+  }
+  for (double gamma : {1e-3, 100.0}) {  // near-hard minimum and very soft
+    const int n = 8192, m = 96;
+    const auto cost = RandomUniform(rng, int64_t{n} * m, 0.0f, 2.0f);
+    std::vector<float> E(cost.size());
+    const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, gamma, 16,
+                                                &ws);
+    EXPECT_TRUE(std::isfinite(value));
+    ExpectAlignmentProperties(E, n, m, gamma < 1 ? "8192 x 96, gamma 1e-3" : "gamma 100");
+  }
+}
+
+}  // namespace
+}  // namespace ut::cpu
