@@ -10,7 +10,6 @@
 //
 //   bazel run -c opt //bench:sdtw_bench -- [--threads=N] [--cases=0,1,2]
 //       [--no_tslearn] [--python=python3] [--script=bench/sdtw_tslearn_ref.py]
-#include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -87,7 +86,6 @@ int main(int argc, char** argv) {
     }
   }
   omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
   const std::vector<Case> cases = {{64, 128, 64}, {16, 512, 64}, {4, 4096, 256}};
   const std::string path = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
                            "/sdtw_bench_pairs.f32";

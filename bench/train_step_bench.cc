@@ -3,13 +3,20 @@
 // same thread count) run beside it, plus the machine's single-GEMM peak.
 //
 //   bazel run //bench:train_step_bench -- [--threads=N] [--iters=K] [--no_torch]
+//       [--repeats=R] [--case=tiny|small] [--phases]
+//
+// --repeats=R alternates ours and PyTorch R times per model and reports the
+// median step of each (steadier on a shared, loaded machine); --case runs one
+// model; --phases adds a forward / backward / optimizer breakdown of our step.
 //
 // Prints one table. FLOPs are counted analytically (matmul FLOPs only:
 // 2 per multiply-add, backward = 2x forward, causal attention counts the
 // lower triangle) and divided by the measured step time.
 #include <omp.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -115,18 +122,37 @@ double TorchTokensPerSecond(const Case& c, int threads, int iters, std::string* 
   return std::atof(out.c_str() + k + 16);
 }
 
+// CPU seconds used by the whole process so far (all threads).
+double ProcessCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+double Median(std::vector<double> x) {
+  std::sort(x.begin(), x.end());
+  const size_t n = x.size();
+  return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
 int Main(int argc, char** argv) {
-  int threads = 2, iters = 5;
-  bool torch = true;
+  int threads = 2, iters = 5, repeats = 1;
+  bool torch = true, phases = false;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strncmp(argv[i], "--threads=", 10)) threads = std::atoi(argv[i] + 10);
     else if (!std::strncmp(argv[i], "--iters=", 8)) iters = std::atoi(argv[i] + 8);
+    else if (!std::strncmp(argv[i], "--repeats=", 10)) repeats = std::atoi(argv[i] + 10);
+    else if (!std::strncmp(argv[i], "--case=", 7)) only = argv[i] + 7;
     else if (!std::strcmp(argv[i], "--no_torch")) torch = false;
+    else if (!std::strcmp(argv[i], "--phases")) phases = true;
     else {
-      std::fprintf(stderr, "usage: train_step_bench [--threads=N] [--iters=K] [--no_torch]\n");
+      std::fprintf(stderr, "usage: train_step_bench [--threads=N] [--iters=K] [--no_torch] "
+                   "[--repeats=R] [--case=tiny|small] [--phases]\n");
       return 2;
     }
   }
+  repeats = std::max(1, repeats);
   if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) {
     if (chdir(ws) != 0) return 2;
   }
@@ -134,12 +160,15 @@ int Main(int argc, char** argv) {
   const double peak = PeakGemmGflops();
   const Case cases[] = {{"tiny", "configs/tiny.textproto", 8, 256, 2},
                         {"small", "configs/small.textproto", 8, 512, 2}};
-  std::printf("train_step_bench: %d threads, %d timed steps after 2 warm-up; peak single GEMM "
-              "(1024^3 sgemm) %.1f GFLOP/s\n\n", threads, iters, peak);
+  std::printf("train_step_bench: %d threads, %d timed steps after 2 warm-up, %d repeat(s) "
+              "(median); peak single GEMM (1024^3 sgemm) %.1f GFLOP/s\n\n", threads, iters,
+              repeats, peak);
   std::printf("| model | batch | ours step (s) | ours tok/s | GFLOP/s | %% of GEMM peak | "
               "PyTorch tok/s | ratio (ours/PyTorch) |\n|---|---|---|---|---|---|---|---|\n");
   std::string version = "n/a";
+  std::string breakdown;
   for (const Case& c : cases) {
+    if (!only.empty() && only != c.name) continue;
     auto config = LoadConfigFile(c.config);
     if (!config.ok()) {
       std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
@@ -151,20 +180,45 @@ int Main(int argc, char** argv) {
     m.InitParams(42);
     train::AdamW opt(m.params(), m.num_params(), config->optim());
     data::Batch batch = MakeBatch(config->model(), c);
+    double t_fwd = 0, t_bwd = 0, t_opt = 0;
     auto step = [&] {
+      Timer t;
       m.ZeroGrad();
       m.Forward(batch);
+      t_fwd += t.Seconds();
+      t.Reset();
       m.Backward(1.0f);
+      t_bwd += t.Seconds();
+      t.Reset();
       const float scale = train::GlobalNorm(m.grad_data(), m.num_params()) > 1.0 ? 0.5f : 1.0f;
       opt.Step(m.param_data(), m.grad_data(), 1e-4f, scale);
+      t_opt += t.Seconds();
     };
     for (int i = 0; i < 2; ++i) step();
-    Timer t;
-    for (int i = 0; i < iters; ++i) step();
-    const double dt = t.Seconds() / iters;
+    t_fwd = t_bwd = t_opt = 0;
+    std::vector<double> ours, theirs;
+    double cpu = 0;
+    for (int rep = 0; rep < repeats; ++rep) {
+      Timer t;
+      const double cpu0 = ProcessCpuSeconds();
+      for (int i = 0; i < iters; ++i) step();
+      ours.push_back(t.Seconds() / iters);
+      cpu += ProcessCpuSeconds() - cpu0;
+      const double ref = torch ? TorchTokensPerSecond(c, threads, iters, &version) : -1;
+      if (ref > 0) theirs.push_back(ref);
+    }
+    const double dt = Median(ours);
     const double tps = c.batch * c.seq / dt;
     const double gflops = StepFlops(config->model(), c) / dt / 1e9;
-    const double ref = torch ? TorchTokensPerSecond(c, threads, iters, &version) : -1;
+    const double ref = theirs.empty() ? -1 : Median(theirs);
+    if (phases) {
+      const double n = static_cast<double>(iters) * repeats;
+      char line[256];
+      std::snprintf(line, sizeof(line), "| %s | %.4f | %.4f | %.4f | %.4f | %.4f |\n", c.name,
+                    t_fwd / n, t_bwd / n, t_opt / n,
+                    *std::min_element(ours.begin(), ours.end()), cpu / n);
+      breakdown += line;
+    }
     char ratio[32] = "n/a", reftxt[32] = "n/a";
     if (ref > 0) {
       std::snprintf(ratio, sizeof(ratio), "%.2fx", tps / ref);
@@ -174,6 +228,13 @@ int Main(int argc, char** argv) {
                 c.batch, c.seq, c.images_per_row, dt, tps, gflops, 100 * gflops / peak, reftxt,
                 ratio);
     std::fflush(stdout);
+  }
+  if (phases) {
+    std::printf("\nPer phase, mean over timed steps (s), fastest repeat, and process CPU time per "
+                "step (all threads; spinning included):\n| model | forward (incl. LM head + "
+                "loss) | backward | clip norm + AdamW | min step | CPU s/step |\n"
+                "|---|---|---|---|---|---|\n%s",
+                breakdown.c_str());
   }
   std::printf("\nPyTorch %s, float32, torch.set_num_threads(%d), same model "
               "(tests/golden/make_golden.py forward) and step.\n", version.c_str(), threads);

@@ -73,8 +73,10 @@ expect_error bad_value "cannot parse value 'abc'" --config "$CONFIG" "${TINY[@]}
   --out_dir="$T/run"
 expect_error bad_range "'train.steps': must be > 0" --config "$CONFIG" "${TINY[@]}" --steps=-3 \
   --out_dir="$T/run"
-expect_error alpha "'objective.alpha' is not 0" --config "$CONFIG" "${TINY[@]}" \
-  --objective.alpha=0.5 --out_dir="$T/run"
+expect_error alpha "'objective.alpha' is -0.5; it must be finite and >= 0" --config "$CONFIG" \
+  "${TINY[@]}" --objective.alpha=-0.5 --out_dir="$T/run"
+expect_error delta "'objective.delta' is 0; it must be finite and > 0" --config "$CONFIG" \
+  "${TINY[@]}" --objective.alpha=0.5 --objective.delta=0 --out_dir="$T/run"
 expect_error missing_config "cannot open config file '$T/nope.textproto'" --config "$T/nope.textproto"
 
 # --- bad flags ---

@@ -22,6 +22,7 @@
 #include "core/base/status.h"
 #include "core/model/mllm.h"
 #include "core/train/checkpoint.h"
+#include "core/train/discriminative_loss.h"
 #include "core/train/evaluate.h"
 #include "core/train/trainer.h"
 #include "data/loader.h"
@@ -49,7 +50,9 @@ flags:
   --resume               continue from the newest complete checkpoint in
                          <out_dir>/checkpoints; the continued run is
                          bit-identical to an uninterrupted one. Without it, an
-                         out_dir that already holds checkpoints is an error.
+                         out_dir given on the command line that already holds
+                         checkpoints is an error; an out_dir taken from the
+                         config moves on to <out_dir>_2, _3, ... instead.
   --steps N              total optimizer steps (same as --train.steps=N).
   --eval_samples N       samples per evaluation metric and split (default 100).
   --path.to.field=value  override any config field, e.g. --optim.lr=3e-4,
@@ -76,6 +79,7 @@ struct Flags {
   std::string config = "configs/tiny.textproto";
   std::vector<std::string> overrides;  // "path=value", in order
   int eval_samples = 100;
+  bool out_dir_given = false;  // --out_dir or --train.out_dir on the command line
 };
 
 absl::Status BadFlag(const std::string& arg, const std::string& what) {
@@ -113,6 +117,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       f.config = value;
     } else if (name == "out_dir") {
       f.overrides.push_back("train.out_dir=" + value);
+      f.out_dir_given = true;
     } else if (name == "steps") {
       f.overrides.push_back("train.steps=" + value);
     } else if (name == "eval_samples") {
@@ -122,6 +127,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     } else if (name.find('.') != std::string::npos) {
       if (!has_value) return BadFlag(arg, "config overrides are written --path.to.field=value");
       f.overrides.push_back(name + "=" + value);
+      if (name == "train.out_dir") f.out_dir_given = true;
     } else {
       return BadFlag(arg, "unknown flag");
     }
@@ -179,31 +185,26 @@ absl::Status WriteFile(const std::string& path, const std::string& text) {
   return absl::OkStatus();
 }
 
-std::string EvalJson(const std::vector<train::EvalResult>& results) {
-  nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  for (const auto& r : results) {
-    j[r.split] = {{"loss", r.loss},
-                  {"loss_tokens", r.loss_tokens},
-                  {"caption_correct", r.caption_correct},
-                  {"caption_total", r.caption_total},
-                  {"vqa_correct", r.vqa_correct},
-                  {"vqa_total", r.vqa_total}};
-  }
-  return j.dump(2) + "\n";
-}
-
 void OnSignal(int) { train::RequestStop(); }
 
 // Returns the process exit code (0 or 130); errors come back as a status.
 absl::StatusOr<int> Run(const Flags& flags) {
   ASSIGN_OR_RETURN(Config config, ResolveConfig(flags));
-  if (config.objective().alpha() != 0) {
-    return absl::UnimplementedError(
-        "config field 'objective.alpha' is not 0, but the discriminative loss is not wired into "
-        "the trainer yet; set --objective.alpha=0");
-  }
-  const std::string out_dir = config.train().out_dir();
+  RETURN_IF_ERROR(train::ValidateObjective(config.objective()));
+  std::string out_dir = config.train().out_dir();
   if (config.train().threads() > 0) omp_set_num_threads(config.train().threads());
+  if (!flags.resume && !flags.out_dir_given && train::LatestCheckpoint(out_dir).ok()) {
+    // The out_dir came from the config, not from the user: start a fresh run
+    // beside the old one (runs/tiny -> runs/tiny_2, ...) instead of refusing,
+    // so the default job can simply be run again. Nothing is overwritten.
+    std::string next;
+    for (int k = 2; fs::exists(next = absl::StrCat(out_dir, "_", k)); ++k) {
+    }
+    LOG(INFO) << "out_dir '" << out_dir << "' already holds a run; this run writes to '" << next
+              << "' (pass --resume to continue the old run instead)";
+    out_dir = next;
+    config.mutable_train()->set_out_dir(out_dir);
+  }
 
   // Where to start, decided before anything is written.
   std::string resume_dir;
@@ -257,25 +258,15 @@ absl::StatusOr<int> Run(const Flags& flags) {
   }
 
   if (config.train().eval_at_end() && flags.eval_samples > 0) {
-    std::vector<train::EvalResult> results;
+    // The same evaluation as unified_eval (docs/evaluation.md).
     train::EvalOptions eo;
     eo.max_samples = flags.eval_samples;
     eo.batch_size = config.data().micro_batch_size();
-    for (const std::string split : {"val", "test"}) {
-      data::LoaderOptions lo = LoaderOptionsFor(config, *model, split);
-      if (!fs::exists(lo.manifest)) {
-        LOG(WARNING) << "no " << lo.manifest << ": skipping evaluation on " << split;
-        continue;
-      }
-      ASSIGN_OR_RETURN(std::unique_ptr<data::Loader> eval_loader,
-                       data::Loader::Create(lo, tokenizer.get()));
-      ASSIGN_OR_RETURN(train::EvalResult r,
-                       train::Evaluate(model.get(), eval_loader.get(), *tokenizer, split, eo));
-      results.push_back(r);
-    }
+    ASSIGN_OR_RETURN(std::vector<train::EvalResult> results,
+                     train::EvaluateSplits(model.get(), config, *tokenizer, {"val", "test"}, eo));
     if (!results.empty()) {
       std::printf("\n%s", train::FormatEvalTable(results).c_str());
-      RETURN_IF_ERROR(WriteFile(out_dir + "/eval.json", EvalJson(results)));
+      RETURN_IF_ERROR(WriteFile(out_dir + "/eval.json", train::EvalResultsToJson(results)));
     }
   }
   std::printf("done: %s\n", out_dir.c_str());

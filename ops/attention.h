@@ -30,4 +30,25 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* k, const float* v, const float* out, const float* lse,
                         const int32_t* lens, const AttentionShape& s);
 
+// Row strides (in floats) of the [B*T, heads*D] arrays, for projections packed
+// side by side, e.g. q, k, v as column blocks of one [B*T, (H+2Hkv)*D] buffer
+// (q = qkv, k = qkv + H*D, v = qkv + (H+Hkv)*D, all strides (H+2Hkv)*D).
+// The plain functions above use q = out = H*D and k = v = Hkv*D.
+struct AttentionStrides {
+  int64_t q;    // q and dq
+  int64_t k;    // k and dk
+  int64_t v;    // v and dv
+  int64_t out;  // out and dout
+};
+
+// As attention_forward / attention_backward, with rows `ld` apart. Results
+// are identical to the plain functions on the same values.
+void attention_forward_strided(float* out, float* lse, const float* q, const float* k,
+                               const float* v, const int32_t* lens, const AttentionShape& s,
+                               const AttentionStrides& ld);
+void attention_backward_strided(float* dq, float* dk, float* dv, const float* dout,
+                                const float* q, const float* k, const float* v, const float* out,
+                                const float* lse, const int32_t* lens, const AttentionShape& s,
+                                const AttentionStrides& ld);
+
 }  // namespace ut::cpu

@@ -10,8 +10,9 @@
 //   log K~    = -(R_xy - R_xx/2 - R_yy/2), all three with the pair's own s,
 //             so K~ is in (0,1] and K~(x,x) = 1.
 //
-// GEMM-based functions call OpenBLAS and must run outside OpenMP parallel
-// regions (see ops/gemm.h). Gradients to rows accumulate (+=) unless noted.
+// The distances use cpu::gemm (ops/gemm.h): split over the OpenMP team when
+// called outside a parallel region, single-threaded inside one. Gradients to
+// rows accumulate (+=) unless noted.
 #pragma once
 
 #include <cstdint>
@@ -89,8 +90,10 @@ struct SequenceSdtwOptions {
   double delta = 1.0;  // kGak
   double gamma = 1.0;
   int band = -1;
-  int num_threads = 0;  // soft-DTW threads over pairs; 0: OpenMP default
-  // Pairs are processed in chunks of about this many cells (cost/E buffers).
+  int num_threads = 0;  // OpenMP threads, each taking whole pairs; 0: OpenMP default
+  // Pairs are processed in chunks of at most this many cells (or one larger
+  // pair): the chunk's distance/cost buffers take 4-8 bytes per cell, each
+  // thread's soft-DTW 12 bytes per cell of the pair it works on.
   int64_t max_chunk_cells = int64_t{1} << 25;
 };
 
@@ -121,7 +124,8 @@ struct GakOptions {
   int num_threads = 0;
 };
 
-// k [P] = K~(seq u[p], seq v[p]).
+// k [P] = K~(seq u[p], seq v[p]). Any pair list works, e.g. one rank's shard of
+// the upper triangle; the self terms R_uu are computed once per (u, sigma).
 absl::Status gak_pairs_forward(double* k, const Sequences& seqs, const SequencePairs& pairs,
                                const GakOptions& options);
 // drows [total, d] += sum_p dk[p] * dK~_p/drows.

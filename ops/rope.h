@@ -15,4 +15,13 @@ void rope_forward(float* out, const float* x, const int32_t* pos, int N, int H, 
 void rope_backward(float* dx, const float* dout, const int32_t* pos, int N, int H, int D,
                    float theta);
 
+// Strided variants for packed projections: the H heads of row n are the first
+// H*D floats at x + n*ld (and out + n*ld); the rest of each row is untouched.
+// E.g. q and k of a packed [N, (H+2Hkv)*D] qkv buffer in one call with
+// H + Hkv heads and ld = (H+2Hkv)*D. Same values as the plain functions.
+void rope_forward_strided(float* out, const float* x, int64_t ld, const int32_t* pos, int N,
+                          int H, int D, float theta);
+void rope_backward_strided(float* dx, const float* dout, int64_t ld, const int32_t* pos, int N,
+                           int H, int D, float theta);
+
 }  // namespace ut::cpu

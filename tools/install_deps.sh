@@ -8,6 +8,9 @@ PKGS=(
   libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler libabsl-dev
   libgtest-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libstb-dev
   libsentencepiece-dev
+  # Launch tests: a real one-node Slurm (tools/slurm/local_cluster.sh) with
+  # PMIx for `srun --mpi=pmix`; pgrep checks that no rank is left behind.
+  slurm-wlm slurm-client munge libpmix2 procps
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -3,6 +3,11 @@
 // RoPE, no biases, SwiGLU MLP), final RMSNorm. The LM head and the loss live
 // in mllm.cc. Shapes: B rows of T tokens, N = B*T, width C, H query heads and
 // Hkv key/value heads of D, SwiGLU width F, vocab V.
+//
+// q/k/v and gate/up weights are adjacent in the parameter buffer, so each
+// group is one GEMM: [q | k | v] = x @ [Wq; Wk; Wv]^T into one [N, (H+2Hkv)*D]
+// array that RoPE and attention read in place (strided), and [gate | up] into
+// one [N, 2F] array; their backward is one GEMM each as well.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +20,8 @@ namespace ut::model {
 
 class Decoder {
  public:
-  Decoder(const Dims& dims, const DecoderOffsets& offsets) : d_(dims), o_(offsets) {}
+  // CHECKs that q/k/v and gate/up weights are adjacent (layout.cc's order).
+  Decoder(const Dims& dims, const DecoderOffsets& offsets);
 
   void Plan(Bump& bump, int B, int T);
 
@@ -40,16 +46,13 @@ class Decoder {
   struct LayerActs {
     float* ln1;    // [N,C] input_layernorm output
     float* rstd1;  // [N]
-    float* q;      // [N,H*D] = [B,T,H,D], after RoPE
-    float* k;      // [N,Hkv*D], after RoPE
-    float* v;      // [N,Hkv*D]
+    float* qkv;    // [N,QKV] = [q | k | v] per row, QKV = (H+2Hkv)*D; q and k after RoPE
     float* att;    // [N,H*D] attention output before o_proj
     float* lse;    // [B,H,T]
     float* mid;    // [N,C] residual after attention
     float* ln2;    // [N,C]
     float* rstd2;  // [N]
-    float* gate;   // [N,F]
-    float* up;     // [N,F]
+    float* gu;     // [N,2F] = [gate | up] per row
     float* act;    // [N,F] silu(gate) * up
   };
   struct Acts {
@@ -62,12 +65,9 @@ class Decoder {
     float* dres;    // [N,C] gradient of the residual stream
     float* dln;     // [N,C]
     float* datt;    // [N,H*D]
-    float* dq;      // [N,H*D]
-    float* dk;      // [N,Hkv*D]
-    float* dv;      // [N,Hkv*D]
+    float* dqkv;    // [N,QKV]
     float* dact;    // [N,F]
-    float* dgate;   // [N,F]
-    float* dup;     // [N,F]
+    float* dgu;     // [N,2F]
   };
 
   Dims d_;

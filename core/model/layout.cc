@@ -70,6 +70,7 @@ absl::StatusOr<Dims> MakeDims(const unified_train::ModelConfig& config) {
   RETURN_IF_ERROR(NeedPositive("model.llm.vocab_size", l.vocab_size()));
   RETURN_IF_ERROR(NeedPositive("model.llm.rope_theta", l.rope_theta()));
   RETURN_IF_ERROR(NeedPositive("model.llm.rms_eps", l.rms_eps()));
+  RETURN_IF_ERROR(NeedPositive("model.retrieval_dim", config.retrieval_dim()));
   if (!(config.init_std() >= 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("model.init_std is ", config.init_std(), "; it must be >= 0"));
@@ -95,6 +96,7 @@ absl::StatusOr<Dims> MakeDims(const unified_train::ModelConfig& config) {
   d.rope_theta = l.rope_theta();
   d.rms_eps = l.rms_eps();
   d.tied = l.tie_embeddings();
+  d.retrieval = config.retrieval_dim();
   return d;
 }
 
@@ -157,6 +159,14 @@ Layout BuildLayout(const Dims& d) {
   }
   dec.norm_w = b.Add("language_model.model.norm.weight", {C}, false);
   dec.lm_head = d.tied ? dec.embed : b.Add("language_model.lm_head.weight", {d.vocab, C}, true);
+
+  // Last, so that the init of everything above does not depend on R.
+  const int64_t R = d.retrieval;
+  RetrievalOffsets& rp = out.retrieval;
+  rp.l1_w = b.Add("retrieval_projector.linear_1.weight", {R, C}, true);
+  rp.l1_b = b.Add("retrieval_projector.linear_1.bias", {R}, false);
+  rp.l2_w = b.Add("retrieval_projector.linear_2.weight", {R, R}, true);
+  rp.l2_b = b.Add("retrieval_projector.linear_2.bias", {R}, false);
   return out;
 }
 

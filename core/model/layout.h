@@ -36,6 +36,8 @@ struct Dims {
   float rope_theta = 0;
   float rms_eps = 0;
   bool tied = false;  // lm_head is embed_tokens
+  // Retrieval projector.
+  int retrieval = 0;  // R
 };
 
 // Checks the model config and derives Dims; errors name the field to change.
@@ -71,12 +73,18 @@ struct DecoderOffsets {
   int64_t lm_head;  // == embed when the head is tied
 };
 
+// The retrieval projector (the last parameters of the buffer).
+struct RetrievalOffsets {
+  int64_t l1_w, l1_b, l2_w, l2_b;  // [R,C],[R],[R,R],[R]
+};
+
 struct Layout {
   std::vector<ParamInfo> params;  // the order of the buffer
   int64_t total = 0;              // floats
   VitOffsets vit;
   ProjectorOffsets projector;
   DecoderOffsets decoder;
+  RetrievalOffsets retrieval;
 };
 
 // The parameter list of mllm.h, in that order.

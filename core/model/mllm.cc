@@ -10,6 +10,7 @@
 #include "core/model/decoder.h"
 #include "core/model/layout.h"
 #include "core/model/projector.h"
+#include "core/model/retrieval.h"
 #include "core/model/vit.h"
 #include "core/tensor/tensor.h"
 #include "ops/cross_entropy.h"
@@ -27,7 +28,8 @@ struct MLLM::Impl {
         layout(model::BuildLayout(d)),
         vision(d, layout.vit),
         projector(d, layout.projector),
-        decoder(d, layout.decoder) {
+        decoder(d, layout.decoder),
+        retrieval(d, layout.retrieval) {
     const size_t bytes = static_cast<size_t>(layout.total) * sizeof(float);
     params = static_cast<float*>(AlignedAlloc(bytes));
     grads = static_cast<float*>(AlignedAlloc(bytes));
@@ -121,6 +123,17 @@ struct MLLM::Impl {
     projector.Forward(params, vision.output());
   }
 
+  // Everything up to the final hidden states for a micro-batch.
+  void RunHidden(const data::Batch& batch) {
+    CheckBatch(batch);
+    Plan(batch.B, batch.T, batch.num_images);
+    MakeIds(batch);
+    image_row = batch.image_row;
+    image_start = batch.image_start;
+    EncodeImages(batch.images.data());
+    RunDecoder();
+  }
+
   // Embeds ids, writes the visual tokens over their rows, runs the blocks.
   void RunDecoder() {
     decoder.Embed(params, ids.data());
@@ -138,6 +151,7 @@ struct MLLM::Impl {
   model::VisionTower vision;
   model::Projector projector;
   model::Decoder decoder;
+  model::RetrievalHead retrieval;
   float* params = nullptr;  // [num_params]
   float* grads = nullptr;   // [num_params]
   model::Arena arena;
@@ -184,13 +198,7 @@ void MLLM::ZeroGrad() { std::memset(impl_->grads, 0, sizeof(float) * impl_->layo
 
 float MLLM::Forward(const data::Batch& batch, int64_t* count) {
   Impl& m = *impl_;
-  m.CheckBatch(batch);
-  m.Plan(batch.B, batch.T, batch.num_images);
-  m.MakeIds(batch);
-  m.image_row = batch.image_row;
-  m.image_start = batch.image_start;
-  m.EncodeImages(batch.images.data());
-  m.RunDecoder();
+  m.RunHidden(batch);
 
   // LM head: logits [N,V] = final [N,C] @ W^T; loss and dlogits in one pass.
   const int N = batch.B * batch.T, C = m.dims.width, V = m.dims.vocab;
@@ -297,7 +305,30 @@ std::vector<int32_t> MLLM::Generate(const data::Batch& prompt, int max_new, int 
   return out;
 }
 
+void MLLM::EmbedSlices(const data::Batch& batch, std::vector<float>* r) {
+  Impl& m = *impl_;
+  r->assign(batch.slices.size() * static_cast<size_t>(m.dims.retrieval), 0.0f);
+  m.backward_ready = false;
+  m.hook_active = false;
+  if (batch.slices.empty()) return;
+  m.RunHidden(batch);
+  m.retrieval.Forward(m.params, m.decoder.final(), m.B_, m.T_, batch.slices, r->data());
+}
+
+void MLLM::RetrievalForward(const std::vector<data::SliceSpan>& slices, float* r) {
+  Impl& m = *impl_;
+  CHECK(m.backward_ready) << "MLLM::RetrievalForward needs a Forward whose Backward is pending";
+  m.retrieval.Forward(m.params, m.decoder.final(), m.B_, m.T_, slices, r);
+}
+
+void MLLM::RetrievalBackward(const float* dr) {
+  Impl& m = *impl_;
+  CHECK(m.backward_ready) << "MLLM::RetrievalBackward must come before the Backward";
+  m.retrieval.Backward(m.params, m.grads, dr, mutable_final_hidden_grad());
+}
+
 const unified_train::ModelConfig& MLLM::config() const { return impl_->config; }
 int MLLM::num_visual_tokens() const { return impl_->dims.patches; }
+int MLLM::retrieval_dim() const { return impl_->dims.retrieval; }
 
 }  // namespace ut

@@ -25,6 +25,8 @@
 //   language_model.model.layers.{i}.mlp.down_proj.weight              [C,F]
 //   language_model.model.norm.weight                                  [C]
 //   language_model.lm_head.weight                  [V,C] (absent when tied)
+//   retrieval_projector.linear_1.{weight,bias}     [R,C],[R]   (R = model.retrieval_dim)
+//   retrieval_projector.linear_2.{weight,bias}     [R,R],[R]
 // Brace lists expand in order, the first brace outermost (q_proj.weight,
 // q_proj.bias, k_proj.weight, ...).
 // Convention: parameter gradients accumulate (+=) so micro-batches add up;
@@ -95,8 +97,30 @@ class MLLM {
   // the last Forward (no Backward after it).
   std::vector<int32_t> Generate(const data::Batch& prompt, int max_new, int eos_id);
 
+  // ---- Retrieval embeddings (DESIGN.md section 1; core/model/retrieval.h) ----
+  // A slice's embedding: a text slice takes its last token's final hidden state
+  // (final_hidden(), after the final norm), an image slice the mean over its
+  // visual tokens; the retrieval projector (linear_1, GELU-tanh, linear_2) maps
+  // it to R = retrieval_dim() values, then the row is L2-normalised, so the
+  // inner product of two embeddings is their cosine.
+
+  // For evaluation: r [S,R] (resized), one embedding per entry of batch.slices,
+  // in that order (S = batch.slices.size(); empty when there are none). Runs the
+  // vision tower and the decoder on `batch` (no LM head, no loss); replaces the
+  // state of the last Forward (no Backward after it).
+  void EmbedSlices(const data::Batch& batch, std::vector<float>* r);
+
+  // For training (the discriminative loss), between Forward and Backward:
+  // r [S,R] (written) for `slices` (spans into the batch of the last Forward).
+  void RetrievalForward(const std::vector<data::SliceSpan>& slices, float* r);
+  // dr [S,R] = dLoss/dr for the last RetrievalForward (already scaled by the
+  // caller) -> retrieval projector gradients (+=) and mutable_final_hidden_grad()
+  // (+=), which the next Backward carries into the rest of the model.
+  void RetrievalBackward(const float* dr);
+
   const unified_train::ModelConfig& config() const;
   int num_visual_tokens() const;  // (image_size / patch_size)^2
+  int retrieval_dim() const;      // R
 
  private:
   MLLM();

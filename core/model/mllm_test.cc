@@ -94,6 +94,11 @@ TEST(MLLMTest, TinyParameterListMatchesHeader) {
   }
   want.push_back({"language_model.model.norm.weight", {C}, false});
   want.push_back({"language_model.lm_head.weight", {V, C}, true});
+  const int64_t R = mc.retrieval_dim();
+  want.push_back({"retrieval_projector.linear_1.weight", {R, C}, true});
+  want.push_back({"retrieval_projector.linear_1.bias", {R}, false});
+  want.push_back({"retrieval_projector.linear_2.weight", {R, R}, true});
+  want.push_back({"retrieval_projector.linear_2.bias", {R}, false});
 
   const auto& got = (*m)->params();
   ASSERT_EQ(got.size(), want.size());

@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 
 #include "absl/strings/str_format.h"
+#include "core/base/timer.h"
+#include "core/train/kv_cache_generate.h"
 #include "glog/logging.h"
+#include "nlohmann/json.hpp"
 
 namespace ut::train {
 
@@ -63,6 +67,7 @@ absl::Status EvalLoss(MLLM* model, data::Loader* loader, int max_samples, int ba
 absl::Status EvalGeneration(MLLM* model, data::Loader* loader, const data::Tokenizer& tok,
                             const std::string& task, const EvalOptions& options, int* correct,
                             int* total) {
+  KvCacheGenerator cached(model);
   for (const data::Sample& sample : loader->samples()) {
     if (*total >= options.max_samples) break;
     if (sample.task != task) continue;
@@ -71,9 +76,20 @@ absl::Status EvalGeneration(MLLM* model, data::Loader* loader, const data::Token
     if (!SplitPrompt(sample, &prompt, &reference)) continue;
     ASSIGN_OR_RETURN(data::Batch batch, loader->MakeBatch({&prompt}, /*add_eos=*/false));
     const int max_new = static_cast<int>(tok.Encode(reference).size()) + options.max_new_tokens;
-    std::vector<int32_t> ids = model->Generate(batch, max_new, tok.eos_id());
+    // Exact early stop: NormalizeText(partial) is a prefix of NormalizeText of
+    // any continuation, so once it is not a prefix of the reference the
+    // generation cannot match any more.
+    const std::string want = NormalizeText(reference);
+    // (Text with U+FFFD, an incomplete UTF-8 sequence, is never cut short.)
+    auto can_still_match = [&](const std::vector<int32_t>& so_far) {
+      const std::string text = NormalizeText(tok.Decode(so_far));
+      return want.rfind(text, 0) == 0 || text.find("\xEF\xBF\xBD") != std::string::npos;
+    };
+    std::vector<int32_t> ids = options.use_kv_cache
+                                   ? cached.Generate(batch, max_new, tok.eos_id(), can_still_match)
+                                   : model->Generate(batch, max_new, tok.eos_id());
     const std::string generated = NormalizeText(tok.Decode(ids));
-    const bool match = generated == NormalizeText(reference);
+    const bool match = generated == want;
     *correct += match;
     ++*total;
     VLOG(1) << task << " " << sample.id << ": '" << generated << "' vs '" << reference << "'"
@@ -87,36 +103,146 @@ absl::Status EvalGeneration(MLLM* model, data::Loader* loader, const data::Token
 absl::StatusOr<EvalResult> Evaluate(MLLM* model, data::Loader* loader,
                                     const data::Tokenizer& tokenizer, const std::string& split,
                                     const EvalOptions& options) {
+  Timer timer;
   EvalResult r;
   r.split = split;
   RETURN_IF_ERROR(EvalLoss(model, loader, options.max_samples, options.batch_size, &r));
+  const double loss_s = timer.Seconds();
   RETURN_IF_ERROR(EvalGeneration(model, loader, tokenizer, "caption", options, &r.caption_correct,
                                  &r.caption_total));
-  RETURN_IF_ERROR(EvalGeneration(model, loader, tokenizer, "vqa", options, &r.vqa_correct,
-                                 &r.vqa_total));
+  RETURN_IF_ERROR(
+      EvalGeneration(model, loader, tokenizer, "vqa", options, &r.vqa_correct, &r.vqa_total));
+  const double generation_s = timer.Seconds() - loss_s;
+  if (options.retrieval) {
+    const RetrievalPlan plan = PlanRetrieval(loader->samples(), options.max_samples);
+    ASSIGN_OR_RETURN(r.retrieval,
+                     EvalRetrieval(model, loader, tokenizer, plan, options.batch_size));
+    r.has_retrieval = true;
+  }
+  LOG(INFO) << "eval " << split << ": loss " << loss_s << " s, generation " << generation_s
+            << " s, retrieval " << timer.Seconds() - loss_s - generation_s << " s";
+  r.seconds = timer.Seconds();
   return r;
 }
 
+absl::StatusOr<std::vector<EvalResult>> EvaluateSplits(MLLM* model, const Config& config,
+                                                       const data::Tokenizer& tokenizer,
+                                                       const std::vector<std::string>& splits,
+                                                       const EvalOptions& options) {
+  std::vector<EvalResult> results;
+  for (const std::string& split : splits) {
+    data::LoaderOptions lo;
+    lo.manifest = (std::filesystem::path(config.data().data_dir()) / (split + ".jsonl")).string();
+    if (!std::filesystem::exists(lo.manifest)) {
+      LOG(WARNING) << "no " << lo.manifest << ": skipping evaluation on " << split;
+      continue;
+    }
+    lo.seq_len = config.data().seq_len();
+    lo.micro_batch_size = 1;  // batches come from MakeBatch; any split size works
+    lo.image_size = config.model().vision().image_size();
+    lo.visual_tokens = model->num_visual_tokens();
+    lo.seed = config.data().seed();
+    lo.on_bad_image = config.data().on_bad_image();
+    lo.prefetch = 0;  // evaluation builds its own batches (MakeBatch)
+    ASSIGN_OR_RETURN(std::unique_ptr<data::Loader> loader, data::Loader::Create(lo, &tokenizer));
+    ASSIGN_OR_RETURN(EvalResult r, Evaluate(model, loader.get(), tokenizer, split, options));
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
+namespace {
+
+std::string Percent(int correct, int total) {
+  return total == 0 ? std::string("n/a")
+                    : absl::StrFormat("%.1f%% (%d/%d)", 100.0 * correct / total, correct, total);
+}
+
+std::string Recall(double r1, double r5, int n) {
+  return n == 0 ? std::string("n/a")
+                : absl::StrFormat("%.1f%% / %.1f%% (n=%d)", 100.0 * r1, 100.0 * r5, n);
+}
+
+}  // namespace
+
 std::string FormatEvalTable(const std::vector<EvalResult>& results) {
-  auto pct = [](int correct, int total) {
-    return total == 0 ? std::string("n/a")
-                      : absl::StrFormat("%.1f%% (%d/%d)", 100.0 * correct / total, correct, total);
+  constexpr int kName = 30, kCol = 24;
+  std::string out = absl::StrFormat("%-*s", kName, "metric");
+  for (const EvalResult& r : results) out += absl::StrFormat(" | %-*s", kCol, r.split);
+  out += "\n" + std::string(kName, '-');
+  for (size_t i = 0; i < results.size(); ++i) out += "-+-" + std::string(kCol, '-');
+  auto row = [&](const char* name, auto cell) {
+    out += "\n" + absl::StrFormat("%-*s", kName, name);
+    for (const EvalResult& r : results) out += absl::StrFormat(" | %-*s", kCol, cell(r));
   };
-  std::string out = absl::StrFormat("%-22s", "metric");
-  for (const EvalResult& r : results) out += absl::StrFormat(" | %-16s", r.split);
-  out += "\n" + std::string(22, '-');
-  for (size_t i = 0; i < results.size(); ++i) out += "-+-" + std::string(16, '-');
-  out += "\n" + absl::StrFormat("%-22s", "loss (mean CE)");
-  for (const EvalResult& r : results) out += absl::StrFormat(" | %-16.4f", r.loss);
-  out += "\n" + absl::StrFormat("%-22s", "caption exact-match");
-  for (const EvalResult& r : results) {
-    out += absl::StrFormat(" | %-16s", pct(r.caption_correct, r.caption_total));
+  row("loss (mean CE)", [](const EvalResult& r) { return absl::StrFormat("%.4f", r.loss); });
+  row("caption exact-match",
+      [](const EvalResult& r) { return Percent(r.caption_correct, r.caption_total); });
+  row("VQA accuracy", [](const EvalResult& r) { return Percent(r.vqa_correct, r.vqa_total); });
+  if (std::any_of(results.begin(), results.end(),
+                  [](const EvalResult& r) { return r.has_retrieval; })) {
+    auto retrieval = [&](const char* name, auto cell) {
+      row(name, [&](const EvalResult& r) {
+        return r.has_retrieval ? cell(r.retrieval) : std::string("n/a");
+      });
+    };
+    retrieval("image->text R@1 / R@5", [](const RetrievalResult& x) {
+      return Recall(x.i2t_r1, x.i2t_r5, x.caption_queries);
+    });
+    retrieval("text->image R@1 / R@5",
+              [](const RetrievalResult& x) { return Recall(x.t2i_r1, x.t2i_r5, x.caption_texts); });
+    retrieval("hard-negative text score", [](const RetrievalResult& x) {
+      return Percent(x.hard_negative_correct, x.hard_negative_total);
+    });
+    retrieval("Winoground text (swap pairs)",
+              [](const RetrievalResult& x) { return Percent(x.wino_text, x.wino_pairs); });
+    retrieval("Winoground image (swap pairs)",
+              [](const RetrievalResult& x) { return Percent(x.wino_image, x.wino_pairs); });
+    retrieval("Winoground group (swap pairs)",
+              [](const RetrievalResult& x) { return Percent(x.wino_group, x.wino_pairs); });
+    retrieval("story next panel R@1 / R@5", [](const RetrievalResult& x) {
+      return Recall(x.story_r1, x.story_r5, x.story_queries);
+    });
   }
-  out += "\n" + absl::StrFormat("%-22s", "VQA accuracy");
-  for (const EvalResult& r : results) {
-    out += absl::StrFormat(" | %-16s", pct(r.vqa_correct, r.vqa_total));
-  }
+  row("eval seconds", [](const EvalResult& r) { return absl::StrFormat("%.1f", r.seconds); });
   return out + "\n";
+}
+
+std::string EvalResultsToJson(const std::vector<EvalResult>& results) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const EvalResult& r : results) {
+    nlohmann::ordered_json s = {{"loss", r.loss},
+                                {"loss_tokens", r.loss_tokens},
+                                {"loss_samples", r.loss_samples},
+                                {"caption_correct", r.caption_correct},
+                                {"caption_total", r.caption_total},
+                                {"vqa_correct", r.vqa_correct},
+                                {"vqa_total", r.vqa_total}};
+    if (r.has_retrieval) {
+      const RetrievalResult& x = r.retrieval;
+      s["retrieval"] = {
+          {"caption_queries", x.caption_queries},
+          {"caption_texts", x.caption_texts},
+          {"image_to_text_r1", x.i2t_r1},
+          {"image_to_text_r5", x.i2t_r5},
+          {"text_to_image_r1", x.t2i_r1},
+          {"text_to_image_r5", x.t2i_r5},
+          {"hard_negative_text_correct", x.hard_negative_correct},
+          {"hard_negative_total", x.hard_negative_total},
+          {"winoground_pairs", x.wino_pairs},
+          {"winoground_text_correct", x.wino_text},
+          {"winoground_image_correct", x.wino_image},
+          {"winoground_group_correct", x.wino_group},
+          {"story_queries", x.story_queries},
+          {"story_next_panel_r1", x.story_r1},
+          {"story_next_panel_r5", x.story_r5},
+          {"skipped_items", x.skipped_items},
+      };
+    }
+    s["seconds"] = r.seconds;
+    j[r.split] = std::move(s);
+  }
+  return j.dump(2) + "\n";
 }
 
 }  // namespace ut::train

@@ -21,8 +21,11 @@ std::string FormatDuration(double seconds) {
 }
 
 std::string ProgressLine(const StepMetrics& m) {
-  return absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad-norm %.3f | %.0f tok/s | ETA %s",
-                         m.step, m.total_steps, m.loss, m.lr, m.grad_norm, m.tokens_per_s,
+  const std::string loss =
+      m.has_ld ? absl::StrFormat("loss %.4f (L_g %.4f, L_d %.4f)", m.loss, m.loss_g, m.loss_d)
+               : absl::StrFormat("loss %.4f", m.loss);
+  return absl::StrFormat("step %d/%d | %s | lr %.2e | grad-norm %.3f | %.0f tok/s | ETA %s",
+                         m.step, m.total_steps, loss, m.lr, m.grad_norm, m.tokens_per_s,
                          FormatDuration(m.eta_s));
 }
 
@@ -30,6 +33,12 @@ std::string MetricsJson(const StepMetrics& m) {
   nlohmann::ordered_json j;
   j["step"] = m.step;
   j["loss"] = m.loss;
+  j["loss_g"] = m.has_ld ? m.loss_g : m.loss;
+  if (m.has_ld) {
+    j["loss_d"] = m.loss_d;
+    j["ld_units"] = m.ld_units;
+    j["ld_skipped"] = m.ld_skipped;
+  }
   j["lr"] = m.lr;
   j["grad_norm"] = m.grad_norm;
   j["tokens_per_s"] = m.tokens_per_s;

@@ -13,7 +13,13 @@ namespace ut::train {
 struct StepMetrics {
   int64_t step = 0;          // 1-based optimizer step
   int64_t total_steps = 0;
-  float loss = 0;            // mean next-token CE of the step (mean over micro-batches)
+  float loss = 0;            // mean objective of the step, L_g + alpha * L_d (mean over micro-batches)
+  // Set when the discriminative loss is on (objective.alpha > 0), else only loss_g.
+  bool has_ld = false;
+  float loss_g = 0;          // mean next-token CE (L_g)
+  float loss_d = 0;          // mean discriminative loss (L_d, before alpha)
+  int64_t ld_units = 0;      // units of the step (all micro-batches)
+  int64_t ld_skipped = 0;    // samples of the step without teacher features
   float lr = 0;
   double grad_norm = 0;      // global norm before clipping
   double tokens_per_s = 0;   // non-pad tokens per second since the previous log line
@@ -26,6 +32,7 @@ struct StepMetrics {
 std::string FormatDuration(double seconds);
 
 // "step 40/300 | loss 3.1234 | lr 1.20e-03 | grad-norm 0.812 | 5234 tok/s | ETA 1m12s"
+// With the discriminative loss on, the loss reads "loss 2.3100 (L_g 2.1000, L_d 0.2100)".
 std::string ProgressLine(const StepMetrics& m);
 
 // {"step":40,"loss":3.1234,...}: floats with enough digits to round-trip.

@@ -22,6 +22,26 @@ TEST(Metrics, ProgressLineFormat) {
             "step 40/300 | loss 3.1234 | lr 1.20e-03 | grad-norm 0.812 | 5234 tok/s | ETA 1m12s");
 }
 
+TEST(Metrics, ProgressLineShowsBothLossesWhenLdIsOn) {
+  StepMetrics m;
+  m.step = 40;
+  m.total_steps = 300;
+  m.loss = 2.31f;
+  m.has_ld = true;
+  m.loss_g = 2.10f;
+  m.loss_d = 0.42f;
+  m.lr = 1.2e-3f;
+  m.grad_norm = 0.8123;
+  m.tokens_per_s = 5234.4;
+  m.eta_s = 72;
+  EXPECT_EQ(ProgressLine(m),
+            "step 40/300 | loss 2.3100 (L_g 2.1000, L_d 0.4200) | lr 1.20e-03 | grad-norm 0.812 | "
+            "5234 tok/s | ETA 1m12s");
+  auto j = nlohmann::json::parse(MetricsJson(m));
+  EXPECT_EQ(j["loss_g"].get<float>(), 2.10f);
+  EXPECT_EQ(j["loss_d"].get<float>(), 0.42f);
+}
+
 TEST(Metrics, FormatDuration) {
   EXPECT_EQ(FormatDuration(0), "0s");
   EXPECT_EQ(FormatDuration(59.4), "59s");

@@ -7,6 +7,7 @@
 
 #include "core/base/logging.h"
 #include "core/base/timer.h"
+#include "core/train/discriminative_loss.h"
 #include "core/train/lr_schedule.h"
 #include "ops/optim.h"
 
@@ -79,15 +80,35 @@ absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
 
 absl::Status Trainer::TrainStep(StepMetrics* m, int64_t* tokens) {
   const int accum = config_.train().grad_accum();
+  const auto& objective = config_.objective();
+  const float alpha = objective.alpha();
   model_->ZeroGrad();
-  double loss_sum = 0;
+  double lg_sum = 0, ld_sum = 0;
   for (int micro = 0; micro < accum; ++micro) {
     ASSIGN_OR_RETURN(data::Batch batch, loader_->Next());
-    loss_sum += model_->Forward(batch);
+    lg_sum += model_->Forward(batch);
+    if (alpha > 0) {
+      // alpha * L_d / accum: its gradient goes into the final hidden states and
+      // the retrieval projector, and the Backward below carries it on.
+      ASSIGN_OR_RETURN(LdResult ld, DiscriminativeLossStep(model_, batch, objective,
+                                                           config_.train().seed(), step_ + 1,
+                                                           micro, alpha / accum));
+      ld_sum += ld.loss;
+      if (ld.skipped_samples > 0 && !warned_no_teacher_) {
+        warned_no_teacher_ = true;
+        LOG(WARNING) << ld.skipped_samples << " of the " << batch.sample_ids.size()
+                     << " samples of a micro-batch have a slice without a teacher feature; "
+                     << "L_d skips such samples (metrics.jsonl counts them in ld_skipped)";
+      }
+      m->ld_units += ld.units;
+      m->ld_skipped += ld.skipped_samples;
+    }
     model_->Backward(1.0f / accum);  // d(mean over micro-batches)
     for (int32_t len : batch.lens) *tokens += len;
   }
-  const float loss = static_cast<float>(loss_sum / accum);
+  const float loss_g = static_cast<float>(lg_sum / accum);
+  const float loss_d = static_cast<float>(ld_sum / accum);
+  const float loss = static_cast<float>((lg_sum + alpha * ld_sum) / accum);
   const double norm = GlobalNorm(model_->grad_data(), model_->num_params());
   if (!std::isfinite(loss) || !std::isfinite(norm)) {
     return absl::InternalError(absl::StrCat(
@@ -101,6 +122,9 @@ absl::Status Trainer::TrainStep(StepMetrics* m, int64_t* tokens) {
   losses_.push_back(loss);
   m->step = step_;
   m->loss = loss;
+  m->loss_g = loss_g;
+  m->loss_d = loss_d;
+  m->has_ld = alpha > 0;
   m->lr = lr;
   m->grad_norm = norm;
   return absl::OkStatus();
@@ -108,6 +132,7 @@ absl::Status Trainer::TrainStep(StepMetrics* m, int64_t* tokens) {
 
 absl::Status Trainer::Run(int64_t stop_at) {
   const auto& tc = config_.train();
+  RETURN_IF_ERROR(ValidateObjective(config_.objective()));
   const int64_t total = tc.steps();
   const int64_t end = stop_at > 0 ? std::min<int64_t>(stop_at, total) : total;
   std::error_code ec;

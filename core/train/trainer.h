@@ -1,5 +1,8 @@
-// The training loop (single process): gradient accumulation over
-// train.grad_accum micro-batches (each backward scaled by 1/grad_accum),
+// The training loop (single process): the objective L = L_g + alpha * L_d
+// (next-token CE plus objective.alpha times the discriminative loss of
+// core/train/discriminative_loss.h, docs/objective.md) per micro-batch,
+// gradient accumulation over train.grad_accum micro-batches (each backward
+// scaled by 1/grad_accum),
 // global-norm clipping, AdamW with the warm-up + cosine schedule, a progress
 // line and a metrics.jsonl record every train.log_every steps, and atomic
 // checkpoints every train.ckpt_every steps and at the end.
@@ -9,7 +12,9 @@
 //   RETURN_IF_ERROR(trainer.Run());
 //
 // A resumed run is bit-identical to an uninterrupted one: the checkpoint
-// holds the weights, AdamW m/v, the step, the loader position and the RNG.
+// holds the weights, AdamW m/v, the step, the loader position and the RNG;
+// L_d's prefix cuts are a pure function of (train.seed, step, micro-batch,
+// sample), so they need no state.
 #pragma once
 
 #include <cstdint>
@@ -57,7 +62,7 @@ class Trainer {
 
   int64_t step() const { return step_; }
   bool stopped_by_request() const { return stopped_by_request_; }
-  const std::vector<float>& losses() const { return losses_; }  // steps run by this object
+  const std::vector<float>& losses() const { return losses_; }  // steps run by this object (L)
   const AdamW& optimizer() const { return adamw_; }
   void set_print_progress(bool on) { print_progress_ = on; }
 
@@ -77,6 +82,7 @@ class Trainer {
   int64_t last_checkpoint_step_ = -1;
   bool stopped_by_request_ = false;
   bool print_progress_ = true;
+  bool warned_no_teacher_ = false;
   std::vector<float> losses_;
 };
 

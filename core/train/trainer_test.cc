@@ -94,15 +94,26 @@ class TrainerTest : public ::testing::Test {
   }
 };
 
-TEST_F(TrainerTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
+// With objective.alpha > 0 the objective is L_g + alpha * L_d (the synthetic
+// data carries teacher features).
+Config WithLd(Config c, float alpha, unified_train::ObjectiveConfig::Mode mode) {
+  c.mutable_objective()->set_alpha(alpha);
+  c.mutable_objective()->set_mode(mode);
+  return c;
+}
+
+// Trains 6 steps straight, and 3 + (new process, resume) 3; everything must
+// agree bit for bit.
+void ExpectBitIdenticalResume(const std::string& tag, float alpha,
+                              unified_train::ObjectiveConfig::Mode mode) {
   // 6 steps straight.
-  const Config straight_cfg = TinyConfig(TmpDir() + "/straight");
+  const Config straight_cfg = WithLd(TinyConfig(TmpDir() + "/straight" + tag), alpha, mode);
   Session straight = MakeSession(straight_cfg);
   ASSERT_TRUE(straight.trainer->Run().ok());
   ASSERT_EQ(straight.trainer->losses().size(), 6u);
 
   // 3 steps, stop (a checkpoint of step 3 is written), a new process resumes to 6.
-  const Config cfg = TinyConfig(TmpDir() + "/interrupted");
+  const Config cfg = WithLd(TinyConfig(TmpDir() + "/interrupted" + tag), alpha, mode);
   std::vector<float> losses;
   {
     Session first = MakeSession(cfg);
@@ -130,22 +141,40 @@ TEST_F(TrainerTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
   // The final checkpoints are byte-identical too (state.json aside: same config but another
   // out_dir in the config text).
   for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
-    EXPECT_EQ(ReadAll(TmpDir() + "/straight/checkpoints/step_000006/" + f),
-              ReadAll(TmpDir() + "/interrupted/checkpoints/step_000006/" + f))
+    EXPECT_EQ(ReadAll(TmpDir() + "/straight" + tag + "/checkpoints/step_000006/" + f),
+              ReadAll(TmpDir() + "/interrupted" + tag + "/checkpoints/step_000006/" + f))
         << f;
   }
   // The loss went down from the first to the last step (lr 1e-2 on 24 samples).
   EXPECT_LT(losses.back(), losses.front());
   // metrics.jsonl reads as one run: steps 1..6 once each.
-  std::istringstream lines(ReadAll(TmpDir() + "/interrupted/metrics.jsonl"));
+  std::istringstream lines(ReadAll(TmpDir() + "/interrupted" + tag + "/metrics.jsonl"));
   std::string line;
   int expected_step = 1;
   while (std::getline(lines, line)) {
     EXPECT_NE(line.find("{\"step\":" + std::to_string(expected_step) + ","), std::string::npos)
         << line;
+    // Both losses are logged; L_d only when it is on.
+    EXPECT_NE(line.find("\"loss_g\":"), std::string::npos) << line;
+    EXPECT_EQ(line.find("\"loss_d\":") != std::string::npos, alpha > 0) << line;
     ++expected_step;
   }
   EXPECT_EQ(expected_step, 7);
+  // L_d reaches the retrieval projector exactly when it is on.
+  const ParamInfo* rp = second.model->FindParam("retrieval_projector.linear_2.bias");
+  ASSERT_NE(rp, nullptr);
+  bool moved = false;
+  for (int64_t i = 0; i < rp->numel; ++i) moved |= second.model->param_data()[rp->offset + i] != 0;
+  EXPECT_EQ(moved, alpha > 0);
+}
+
+TEST_F(TrainerTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
+  ExpectBitIdenticalResume("", 0.0f, unified_train::ObjectiveConfig::SEQUENCE);
+}
+
+TEST_F(TrainerTest, ResumeIsBitIdenticalWithTheDiscriminativeLoss) {
+  ExpectBitIdenticalResume("_ld_sequence", 0.5f, unified_train::ObjectiveConfig::SEQUENCE);
+  ExpectBitIdenticalResume("_ld_paper", 0.5f, unified_train::ObjectiveConfig::PAPER);
 }
 
 TEST_F(TrainerTest, CheckpointsEveryCkptEveryStepsAndKeepsTheNewest) {

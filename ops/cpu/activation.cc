@@ -67,6 +67,38 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
   }
 }
 
+// gu [N,2F] = [gate | up] per row -> out [N,F] = gate * sigmoid(gate) * up.
+void swiglu_forward_packed(float* out, const float* gu, int N, int F) {
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * F >= kMinParallel)
+  for (int n = 0; n < N; ++n) {
+    const float* gate = gu + int64_t{n} * 2 * F;
+    const float* up = gate + F;
+    float* y = out + int64_t{n} * F;
+#pragma omp simd
+    for (int i = 0; i < F; ++i) y[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+  }
+}
+
+// dout [N,F] -> dgu [N,2F] = [dout * up * silu'(gate) | dout * silu(gate)] per row.
+void swiglu_backward_packed(float* dgu, const float* dout, const float* gu, int N, int F) {
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * F >= kMinParallel)
+  for (int n = 0; n < N; ++n) {
+    const float* gate = gu + int64_t{n} * 2 * F;
+    const float* up = gate + F;
+    const float* dy = dout + int64_t{n} * F;
+    float* dgate = dgu + int64_t{n} * 2 * F;
+    float* dup = dgate + F;
+#pragma omp simd
+    for (int i = 0; i < F; ++i) {
+      const float g = gate[i];
+      const float s = Sigmoid(g);
+      const float d = dy[i];
+      dgate[i] = d * up[i] * (s + g * s * (1.0f - s));
+      dup[i] = d * g * s;
+    }
+  }
+}
+
 // inp [N,C] -> out [N,C] (may alias): exp(x - max) / sum.
 void softmax_forward(float* out, const float* inp, int N, int C) {
 #pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * C >= kMinParallel)

@@ -137,6 +137,41 @@ TEST(SwigluTest, BackwardMatchesFiniteDifferences) {
   EXPECT_TRUE(CheckGradient("dup", loss, up.data(), dup.data(), n, {.step = 1e-3}));
 }
 
+// The packed form [gate | up] per row gives the plain function's bits, and its
+// backward matches central differences.
+TEST(SwigluTest, PackedEqualsPlainAndMatchesFiniteDifferences) {
+  Rng rng(26);
+  const int N = 5, F = 37;
+  auto gu = RandomVector(rng, N * 2 * F, 3.0f);
+  const auto probe = RandomVector(rng, N * F);
+  std::vector<float> gate(N * F), up(N * F);
+  for (int n = 0; n < N; ++n) {
+    for (int i = 0; i < F; ++i) {
+      gate[n * F + i] = gu[n * 2 * F + i];
+      up[n * F + i] = gu[n * 2 * F + F + i];
+    }
+  }
+  std::vector<float> want(N * F), got(N * F, std::nanf(""));
+  swiglu_forward(want.data(), gate.data(), up.data(), N * F);
+  swiglu_forward_packed(got.data(), gu.data(), N, F);
+  EXPECT_EQ(got, want);
+  std::vector<float> dgate(N * F), dup(N * F), dgu(N * 2 * F, std::nanf(""));
+  swiglu_backward(dgate.data(), dup.data(), probe.data(), gate.data(), up.data(), N * F);
+  swiglu_backward_packed(dgu.data(), probe.data(), gu.data(), N, F);
+  for (int n = 0; n < N; ++n) {
+    for (int i = 0; i < F; ++i) {
+      EXPECT_EQ(dgu[n * 2 * F + i], dgate[n * F + i]);
+      EXPECT_EQ(dgu[n * 2 * F + F + i], dup[n * F + i]);
+    }
+  }
+  std::vector<float> out(N * F);
+  auto loss = [&] {
+    swiglu_forward_packed(out.data(), gu.data(), N, F);
+    return Dot(out, probe);
+  };
+  EXPECT_TRUE(CheckGradient("dgu", loss, gu.data(), dgu.data(), gu.size(), {.step = 1e-3}));
+}
+
 TEST(SoftmaxTest, ForwardMatchesNaiveInPlace) {
   Rng rng(24);
   const int N = 7, C = 53;

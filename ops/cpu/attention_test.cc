@@ -202,5 +202,48 @@ TEST(AttentionTest, DeterministicAcrossRunsAndThreadCounts) {
   }
 }
 
+// Packed projections: q, k, v as column blocks of one [B*T, (H+2Hkv)*D] array
+// (the decoder's fused QKV GEMM), out/dout with a padded row stride. The
+// strided functions must give exactly the plain functions' bits, and leave
+// the rest of every row alone.
+TEST(AttentionTest, StridedPackedQkvEqualsPlain) {
+  for (const bool causal : {true, false}) {
+    const AttentionShape s{2, 150, 4, 2, 32, causal};
+    const Inputs in = MakeInputs(s, {150, 93}, 95);
+    const Outputs want = RunAttention(in, s);
+    const int HD = s.H * s.D, KD = s.Hkv * s.D, QKV = HD + 2 * KD, OUT = HD + 8;
+    const int64_t N = int64_t{s.B} * s.T;
+    std::vector<float> qkv(N * QKV), dout(N * OUT, 7.0f);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int c = 0; c < HD; ++c) qkv[n * QKV + c] = in.q[n * HD + c];
+      for (int c = 0; c < KD; ++c) qkv[n * QKV + HD + c] = in.k[n * KD + c];
+      for (int c = 0; c < KD; ++c) qkv[n * QKV + HD + KD + c] = in.v[n * KD + c];
+      for (int c = 0; c < HD; ++c) dout[n * OUT + c] = in.dout[n * HD + c];
+    }
+    const AttentionStrides ld{QKV, QKV, QKV, OUT};
+    const float nan = std::nanf("");
+    std::vector<float> out(N * OUT, 5.0f), lse(int64_t{s.B} * s.H * s.T, nan);
+    std::vector<float> dqkv(N * QKV, nan);
+    attention_forward_strided(out.data(), lse.data(), qkv.data(), qkv.data() + HD,
+                              qkv.data() + HD + KD, in.lens.data(), s, ld);
+    attention_backward_strided(dqkv.data(), dqkv.data() + HD, dqkv.data() + HD + KD, dout.data(),
+                               qkv.data(), qkv.data() + HD, qkv.data() + HD + KD, out.data(),
+                               lse.data(), in.lens.data(), s, ld);
+    std::vector<float> got_out(N * HD), dq(N * HD), dk(N * KD), dv(N * KD);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int c = 0; c < HD; ++c) got_out[n * HD + c] = out[n * OUT + c];
+      for (int c = HD; c < OUT; ++c) ASSERT_EQ(out[n * OUT + c], 5.0f);  // padding untouched
+      for (int c = 0; c < HD; ++c) dq[n * HD + c] = dqkv[n * QKV + c];
+      for (int c = 0; c < KD; ++c) dk[n * KD + c] = dqkv[n * QKV + HD + c];
+      for (int c = 0; c < KD; ++c) dv[n * KD + c] = dqkv[n * QKV + HD + KD + c];
+    }
+    EXPECT_TRUE(BitIdentical(got_out, want.out)) << causal;
+    EXPECT_TRUE(BitIdentical(lse, want.lse)) << causal;
+    EXPECT_TRUE(BitIdentical(dq, want.dq)) << causal;
+    EXPECT_TRUE(BitIdentical(dk, want.dk)) << causal;
+    EXPECT_TRUE(BitIdentical(dv, want.dv)) << causal;
+  }
+}
+
 }  // namespace
 }  // namespace ut::cpu

@@ -1,11 +1,12 @@
 // GAK and soft-DTW between sequences: GEMM slice distances, the GAK local
-// cost, batched soft-DTW, and the backward to the sequence rows.
+// cost, soft-DTW per pair (ops/sdtw.h), and the backward to the sequence rows.
 //
 // Work is organised in "jobs" (u, v, sigma): one soft-DTW between sequences u
-// and v. Jobs run in chunks of bounded size: the distance GEMMs of a chunk
-// (serial loop, OpenBLAS threads inside), then the soft-DTW of every job in the
-// chunk (OpenMP over jobs, ops/sdtw.h), then for the backward the gradient
-// GEMMs (serial, jobs in order: deterministic for any thread count).
+// and v. A normalised kernel K~ over a pair list is one job per pair plus one
+// self job per (sequence, sigma), shared by the pairs that need it. RunJobs
+// does the jobs in chunks of bounded size, OpenMP threads taking whole jobs;
+// gradient rows are summed in job order, so results do not depend on the
+// thread count.
 #include "ops/gak.h"
 
 #include <omp.h>
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <utility>
 
 #include "glog/logging.h"
@@ -161,7 +163,7 @@ void triple_distance_forward(float* phi, const float* x, const int32_t* modality
   for (int i = 0; i < n; ++i) {
     for (int j = 0; j < m; ++j) {
       const int64_t c = static_cast<int64_t>(i) * m + j;
-      if (modality_x[i] == modality_y[j]) phi[c] = phi2[c];
+      if (modality_x[i] != modality_y[j]) phi[c] = phi2[c];
     }
   }
 }
@@ -269,14 +271,13 @@ void DistanceForward(float* phi, const Sequences& seqs, const std::vector<int64_
   }
 }
 
-void DistanceBackward(float* drows, const float* dphi, const Sequences& seqs,
+// dphi [n,m] -> dx [n,d], dy [m,d] (both +=).
+void DistanceBackward(float* dx, float* dy, const float* dphi, const Sequences& seqs,
                       const std::vector<int64_t>& start, const SequenceSdtwOptions& opt, int u,
                       int v) {
   const int n = seqs.lengths[u], m = seqs.lengths[v], d = seqs.d;
   const float* x = seqs.rows + start[u] * d;
   const float* y = seqs.rows + start[v] * d;
-  float* dx = drows + start[u] * d;
-  float* dy = drows + start[v] * d;  // == dx for a self term: both halves add up
   if (opt.distance == SliceDistance::kCosine) {
     cosine_distance_backward(dx, dy, dphi, x, y, n, m, d);
   } else {
@@ -287,76 +288,101 @@ void DistanceBackward(float* drows, const float* dphi, const Sequences& seqs,
 
 // Runs every job's soft-DTW: values [jobs] (written). With dvalues != nullptr
 // also drows += dvalues[t] * dR_t/drows.
+//
+// Jobs go in chunks of at most max_chunk_cells cells (or one job). In a chunk,
+// OpenMP threads take whole jobs, largest first: distance GEMM (single-threaded
+// inside the parallel region, see ops/gemm.h), local cost, soft-DTW forward
+// (+ backward), and for the backward the job's own gradient rows. The rows are
+// then added to drows serially in job order, so the result is the same for
+// any thread count.
 void RunJobs(const std::vector<Job>& jobs, const Sequences& seqs, const SequenceSdtwOptions& opt,
              double* values, const double* dvalues, float* drows) {
   const std::vector<int64_t> start = RowStarts(seqs);
   const bool gak = opt.local_cost == LocalCost::kGak;
   const bool backward = dvalues != nullptr;
-  SdtwOptions sdtw_opt;
-  sdtw_opt.gamma = opt.gamma;
-  sdtw_opt.band = opt.band;
-  sdtw_opt.num_threads = opt.num_threads;
-  internal::FloatBuffer phi, cost;  // packed [cells of the chunk], not zeroed
-  std::vector<int> ns, ms;
-  std::vector<int64_t> offsets;
-  std::vector<double> chunk_values;
-  std::vector<float> chunk_dvalues;
+  const int d = seqs.d;
+  const int max_threads = opt.num_threads > 0 ? opt.num_threads : omp_get_max_threads();
+  // Packed per chunk, not zeroed; kept per thread between calls (trimmed below).
+  static thread_local internal::FloatBuffer phi, cost, grad;
+  std::vector<int64_t> cell_off, grad_off;
+  std::vector<int> order;
   size_t begin = 0;
   while (begin < jobs.size()) {
     // The chunk [begin, end): at least one job, at most max_chunk_cells cells.
     size_t end = begin;
-    offsets.assign(1, 0);
-    ns.clear();
-    ms.clear();
+    cell_off.assign(1, 0);
+    grad_off.assign(1, 0);
     while (end < jobs.size()) {
       const int n = seqs.lengths[jobs[end].u], m = seqs.lengths[jobs[end].v];
       const int64_t cells = int64_t{n} * m;
-      if (end > begin && offsets.back() + cells > opt.max_chunk_cells) break;
-      ns.push_back(n);
-      ms.push_back(m);
-      offsets.push_back(offsets.back() + cells);
+      if (end > begin && cell_off.back() + cells > opt.max_chunk_cells) break;
+      cell_off.push_back(cell_off.back() + cells);
+      grad_off.push_back(grad_off.back() + int64_t{n + m} * d);
       ++end;
     }
     const int count = static_cast<int>(end - begin);
-    phi.Reserve(offsets.back());
-    for (int t = 0; t < count; ++t) {
-      const Job& job = jobs[begin + t];
-      DistanceForward(phi.data() + offsets[t], seqs, start, opt, job.u, job.v);
-    }
-    float* costs = phi.data();
-    if (gak) {
-      cost.Reserve(offsets.back());
-      for (int t = 0; t < count; ++t) {
-        gak_local_cost_forward(cost.data() + offsets[t], phi.data() + offsets[t],
-                               offsets[t + 1] - offsets[t], jobs[begin + t].sigma);
+    phi.Reserve(cell_off.back());
+    if (gak) cost.Reserve(cell_off.back());
+    if (backward) grad.Reserve(grad_off.back());
+    // Plain pointers: inside the parallel region `phi` etc. would name each
+    // worker thread's own (thread_local) buffers.
+    float* const phi_data = phi.data();
+    float* const cost_data = cost.data();
+    float* const grad_data = grad.data();
+    order.resize(count);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      return cell_off[a + 1] - cell_off[a] > cell_off[b + 1] - cell_off[b];
+    });
+#pragma omp parallel num_threads(std::max(1, std::min(max_threads, count)))
+    {
+      SdtwWorkspace& ws = ThreadWorkspace();
+#pragma omp for schedule(dynamic, 1)
+      for (int k = 0; k < count; ++k) {
+        const int t = order[k];
+        const Job& job = jobs[begin + t];
+        const int n = seqs.lengths[job.u], m = seqs.lengths[job.v];
+        const int64_t cells = cell_off[t + 1] - cell_off[t];
+        float* phi_t = phi_data + cell_off[t];
+        DistanceForward(phi_t, seqs, start, opt, job.u, job.v);
+        float* cost_t = phi_t;
+        if (gak) {
+          cost_t = cost_data + cell_off[t];
+          gak_local_cost_forward(cost_t, phi_t, cells, job.sigma);
+        }
+        if (!backward) {
+          values[begin + t] = soft_dtw_pair(cost_t, n, m, opt.gamma, opt.band, &ws);
+          continue;
+        }
+        // E overwrites the costs (all costs are read before E is written).
+        float* dphi = cost_t;
+        values[begin + t] =
+            soft_dtw_pair_backward(dphi, static_cast<float>(dvalues[begin + t]), cost_t, n, m,
+                                   opt.gamma, opt.band, &ws);
+        if (gak) gak_local_cost_backward(dphi, dphi, phi_t, cells, job.sigma);
+        float* dx = grad_data + grad_off[t];
+        float* dy = dx + int64_t{n} * d;
+        std::fill(dx, dx + int64_t{n + m} * d, 0.0f);
+        DistanceBackward(dx, dy, dphi, seqs, start, opt, job.u, job.v);
       }
-      costs = cost.data();
+      ws.Trim(internal::kRetainFloats);
     }
-    SdtwBatch batch{count, ns.data(), ms.data(), offsets.data()};
-    chunk_values.resize(count);
-    if (!backward) {
-      const absl::Status status = soft_dtw_forward(chunk_values.data(), costs, batch, sdtw_opt);
-      CHECK(status.ok()) << status;  // inputs were validated by the caller
-    } else {
-      chunk_dvalues.resize(count);
-      for (int t = 0; t < count; ++t) chunk_dvalues[t] = static_cast<float>(dvalues[begin + t]);
-      // E overwrites the costs (each pair's costs are read before its E is written).
-      const absl::Status status = soft_dtw_forward_backward(
-          chunk_values.data(), costs, costs, chunk_dvalues.data(), batch, sdtw_opt);
-      CHECK(status.ok()) << status;
+    if (backward) {
       for (int t = 0; t < count; ++t) {
         const Job& job = jobs[begin + t];
-        float* dphi = costs + offsets[t];
-        if (gak) {
-          gak_local_cost_backward(dphi, dphi, phi.data() + offsets[t],
-                                  offsets[t + 1] - offsets[t], job.sigma);
-        }
-        DistanceBackward(drows, dphi, seqs, start, opt, job.u, job.v);
+        const float* g = grad_data + grad_off[t];
+        const int64_t nx = int64_t{seqs.lengths[job.u]} * d, ny = int64_t{seqs.lengths[job.v]} * d;
+        float* dx = drows + start[job.u] * d;
+        float* dy = drows + start[job.v] * d;
+        for (int64_t k = 0; k < nx; ++k) dx[k] += g[k];
+        for (int64_t k = 0; k < ny; ++k) dy[k] += g[nx + k];
       }
     }
-    for (int t = 0; t < count; ++t) values[begin + t] = chunk_values[t];
     begin = end;
   }
+  phi.Trim(internal::kRetainFloats);
+  cost.Trim(internal::kRetainFloats);
+  grad.Trim(internal::kRetainFloats);
 }
 
 std::vector<Job> PairJobs(const Sequences& seqs, const SequencePairs& pairs, double delta) {

@@ -1,12 +1,16 @@
 // Soft-DTW forward/backward along anti-diagonals. See ops/sdtw.h for the math.
 //
-// Layout: a diagonal k = i + j (k in [2, n+m]) holds the band cells
-// i in [lo_k, hi_k] (1-based). Rolling buffers (R, E, costs) are indexed by i
-// directly, so the three neighbours of (i,j) are R_{k-2}[i-1] (diagonal),
-// R_{k-1}[i-1] (up) and R_{k-1}[i] (left): unit stride, a SIMD loop. Entries
-// just outside [lo_k, hi_k] are sentinels (R = +inf, E = 0). The per-cell
-// softmin weights are packed diagonal after diagonal with one zero pad on each
-// side ([lo_k - 1, hi_k + 1]), which is exactly the range the backward reads.
+// Layout. The matrix is swept in horizontal strips of up to 128 rows; the last
+// row of R (and, going back, what the strip's first row sends upwards in E) is
+// handed from strip to strip. In a strip, diagonal t = r + j holds the band
+// cells r in [lo(t), hi(t)]. Rolling buffers (R, E) are indexed by r, so the
+// three neighbours of (r,j) are R_{t-2}[r-1] (diagonal), R_{t-1}[r-1] (up) and
+// R_{t-1}[r] (left): unit stride, SIMD loops. Entries just outside [lo, hi] are
+// sentinels (R = +inf or the row above, E = 0). The per-cell softmin weights
+// are packed diagonal after diagonal with one zero pad on each side
+// ([lo - 1, hi + 1]), exactly the range the backward reads.
+// Each diagonal: gather its costs, then pass 1 in double (minimum and gaps),
+// pass 2 in float (exp, log, weights; 8 lanes), pass 3 in double (R).
 #include "ops/sdtw.h"
 
 #include <omp.h>
@@ -43,6 +47,18 @@ SdtwWorkspace::~SdtwWorkspace() = default;
 SdtwWorkspace::SdtwWorkspace(SdtwWorkspace&&) noexcept = default;
 SdtwWorkspace& SdtwWorkspace::operator=(SdtwWorkspace&&) noexcept = default;
 
+void SdtwWorkspace::Trim(int64_t max_floats) {
+  buffers_->tile.Trim(max_floats);
+  buffers_->w_diag.Trim(max_floats);
+  buffers_->w_up.Trim(max_floats);
+  buffers_->w_left.Trim(max_floats);
+}
+
+SdtwWorkspace& ThreadWorkspace() {
+  static thread_local SdtwWorkspace workspace;
+  return workspace;
+}
+
 namespace {
 
 using Buffers = SdtwWorkspace::Buffers;
@@ -59,6 +75,15 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // those). lo and hi never decrease and grow by at most 1 per diagonal, which is
 // what makes one sentinel on each side of a diagonal enough.
 constexpr int kStripRows = 128;
+
+// The two sweep kernels are also compiled for x86-64-v4 (AVX-512) and picked
+// at load time where the CPU has it (about 1.3x faster on the forward); the
+// lanes do the same IEEE operations either way.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define UT_SDTW_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#else
+#define UT_SDTW_CLONES
+#endif
 
 // Row pitch of the per-strip tile: m plus one cache line.
 int64_t TilePitch(int m) { return m + 16; }
@@ -100,7 +125,7 @@ std::vector<Strip> MakeStrips(int n, int m, int band) {
 // row (+inf outside the band). With kStoreWeights the softmin weights go to
 // ws->w_* from slot `w_off` on.
 template <bool kStoreWeights>
-void ForwardStrip(const float* cost, const Strip& st, double gamma, const double* top,
+UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamma, const double* top,
                   double* bottom, int64_t w_off, Buffers* ws) {
   const int rows = st.rows, m = st.m;
   const int stride = rows + 2;
@@ -199,7 +224,7 @@ void ForwardStrip(const float* cost, const Strip& st, double gamma, const double
 // below [m+2]: what the row under the strip sends to the strip's last row,
 // below[j] = E(i1+1, j) w_up(i1+1, j) + E(i1+1, j+1) w_diag(i1+1, j+1);
 // above [m+2] gets the same for the row above the strip.
-void BackwardStrip(float* E, float scale, const Strip& st, const float* below, float* above,
+UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const float* below, float* above,
                    int64_t w_off, Buffers* ws) {
   const int rows = st.rows, m = st.m;
   const int stride = rows + 2;
@@ -370,9 +395,10 @@ void ForEachPair(const SdtwBatch& batch, int num_threads, Fn fn) {
                                            batch.B));
 #pragma omp parallel num_threads(threads)
   {
-    SdtwWorkspace ws;
+    SdtwWorkspace& ws = ThreadWorkspace();
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < batch.B; ++t) fn(order[t], &ws);
+    ws.Trim(internal::kRetainFloats);
   }
 }
 

@@ -57,8 +57,10 @@ inline float LogPositive(float s) {
 }
 
 // A float array that grows without initialising its contents (a resized
-// std::vector would zero hundreds of MB per long pair). Large blocks are 2 MiB
-// aligned and marked for transparent huge pages, which cuts page faults.
+// std::vector would zero hundreds of MB per long pair). Blocks of 32 MiB and
+// more (beyond what malloc recycles) are 2 MiB aligned and marked for
+// transparent huge pages, which cuts page faults; smaller ones come from malloc,
+// which reuses freed memory without the kernel clearing it again.
 class FloatBuffer {
  public:
   FloatBuffer() = default;
@@ -76,9 +78,9 @@ class FloatBuffer {
   void Reserve(int64_t n) {
     if (n <= capacity_) return;
     std::free(data_);
-    constexpr size_t kHuge = size_t{2} << 20;
+    constexpr size_t kHuge = size_t{2} << 20, kHugeFrom = size_t{32} << 20;
     const size_t bytes = sizeof(float) * static_cast<size_t>(n);
-    const size_t align = bytes >= kHuge ? kHuge : 64;
+    const size_t align = bytes >= kHugeFrom ? kHuge : 64;
     const size_t rounded = (bytes + align - 1) / align * align;
     data_ = static_cast<float*>(std::aligned_alloc(align, rounded));
     CHECK(data_ != nullptr) << "out of memory allocating " << rounded << " bytes";
@@ -87,10 +89,23 @@ class FloatBuffer {
   }
   float* data() { return data_; }
   const float* data() const { return data_; }
+  int64_t capacity() const { return capacity_; }
+  // Frees the memory when more than max_floats are held.
+  void Trim(int64_t max_floats) {
+    if (capacity_ <= max_floats) return;
+    std::free(data_);
+    data_ = nullptr;
+    capacity_ = 0;
+  }
 
  private:
   float* data_ = nullptr;
   int64_t capacity_ = 0;
 };
+
+// Per-thread scratch is kept between calls (each step of training calls these
+// ops with similar sizes, and fresh allocations cost page faults), but only up
+// to this many floats per buffer, so one long pair does not pin its memory.
+inline constexpr int64_t kRetainFloats = int64_t{16} << 20;  // 64 MiB
 
 }  // namespace ut::cpu::internal

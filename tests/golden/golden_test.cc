@@ -10,6 +10,11 @@
 // whole row of scores), so both sides hold only rounding noise; its scale is
 // the RMS of the same layer's k_proj.weight gradient, the size of the terms
 // that cancel.
+//
+// The fixture predates the retrieval projector (the last parameters, only used
+// by the discriminative loss): parameters named "retrieval_projector.*" that
+// the fixture lacks are skipped, and only those; their gradient under L_g alone
+// must be exactly 0. Every other parameter keeps its init (they come first).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -45,6 +50,10 @@ struct Golden {
     return it->second;
   }
   bool Has(const std::string& name) const { return file.tensors.count(name) > 0; }
+  // Added after the fixture was made (see the top of this file).
+  bool NotInFixture(const ParamInfo& p) const {
+    return p.name.starts_with("retrieval_projector.") && !Has("init_head/" + p.name);
+  }
 };
 
 Golden* g = nullptr;
@@ -115,6 +124,7 @@ class GoldenTest : public ::testing::Test {
 
 TEST_F(GoldenTest, InitialParametersMatchBitForBit) {
   for (const ParamInfo& p : g->model->params()) {
+    if (g->NotInFixture(p)) continue;
     const Tensor& head = g->Get("init_head/" + p.name);
     const int64_t n = std::min<int64_t>(head.numel(), p.numel);
     for (int64_t i = 0; i < n; ++i) {
@@ -157,6 +167,10 @@ TEST_F(GoldenTest, LossLogitsAndEveryGradient) {
   for (const ParamInfo& p : m.params()) {
     SCOPED_TRACE(p.name);
     const float* grad = m.grad_data() + p.offset;
+    if (g->NotInFixture(p)) {
+      for (int64_t i = 0; i < p.numel; ++i) ASSERT_EQ(grad[i], 0.0f) << "L_g reaches " << i;
+      continue;
+    }
     // Scale: the reference tensor's RMS, from its stored sum of squares.
     const float* stats = g->Get("grad_stats/" + p.name).data<float>();
     double scale = std::sqrt(stats[1] / p.numel);
