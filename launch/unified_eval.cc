@@ -25,6 +25,7 @@
 #include "core/model/mllm.h"
 #include "core/train/checkpoint.h"
 #include "core/train/evaluate.h"
+#include "launch/flags.h"
 #include "data/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -73,58 +74,34 @@ struct Flags {
   int eval_samples = 100;
 };
 
-absl::Status BadFlag(const std::string& arg, const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("flag '", arg, "': ", what, " (run with --help for the list of flags)"));
-}
-
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+  ASSIGN_OR_RETURN(
+      std::vector<launch::ParsedFlag> parsed,
+      launch::ParseArgs(argc, argv, {"help", "no_kv_cache"},
+                        {"out_dir", "checkpoint", "config", "split", "json", "eval_samples"}));
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
+  for (const launch::ParsedFlag& p : parsed) {
+    if (p.name == "help") {
       f.help = true;
-      continue;
-    }
-    if (arg == "--no_kv_cache") {
+    } else if (p.name == "no_kv_cache") {
       f.kv_cache = false;
-      continue;
-    }
-    if (arg.rfind("--", 0) != 0) return BadFlag(arg, "unexpected argument; flags start with --");
-    std::string name = arg.substr(2), value;
-    const size_t eq = name.find('=');
-    const bool has_value = eq != std::string::npos;
-    if (has_value) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    const bool takes_value = name == "out_dir" || name == "checkpoint" || name == "config" ||
-                             name == "split" || name == "json" || name == "eval_samples";
-    if (takes_value && !has_value) {
-      if (i + 1 >= argc) return BadFlag(arg, "needs a value");
-      value = argv[++i];
-    }
-    if (takes_value && value.empty()) return BadFlag(arg, "needs a non-empty value");
-    if (name == "out_dir") {
-      f.out_dir = value;
-    } else if (name == "checkpoint") {
-      f.checkpoint = value;
-    } else if (name == "config") {
-      f.config = value;
-    } else if (name == "json") {
-      f.json = value;
-    } else if (name == "split") {
-      f.splits = absl::StrSplit(value, ',', absl::SkipEmpty());
-      if (f.splits.empty()) return BadFlag(arg, "needs at least one split name");
-    } else if (name == "eval_samples") {
-      if (!absl::SimpleAtoi(value, &f.eval_samples) || f.eval_samples <= 0) {
-        return BadFlag(arg, "needs a positive integer");
+    } else if (p.name == "out_dir") {
+      f.out_dir = p.value;
+    } else if (p.name == "checkpoint") {
+      f.checkpoint = p.value;
+    } else if (p.name == "config") {
+      f.config = p.value;
+    } else if (p.name == "json") {
+      f.json = p.value;
+    } else if (p.name == "split") {
+      f.splits = absl::StrSplit(p.value, ',', absl::SkipEmpty());
+      if (f.splits.empty()) return launch::BadFlag(p.arg, "needs at least one split name");
+    } else if (p.name == "eval_samples") {
+      if (!absl::SimpleAtoi(p.value, &f.eval_samples) || f.eval_samples <= 0) {
+        return launch::BadFlag(p.arg, "needs a positive integer");
       }
-    } else if (name.find('.') != std::string::npos) {
-      if (!has_value) return BadFlag(arg, "config overrides are written --path.to.field=value");
-      f.overrides.push_back(name + "=" + value);
-    } else {
-      return BadFlag(arg, "unknown flag");
+    } else {  // a config override
+      f.overrides.push_back(p.name + "=" + p.value);
     }
   }
   if (!f.help && f.out_dir.empty() == f.checkpoint.empty()) {

@@ -28,6 +28,7 @@
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "data/tokenizer.h"
+#include "launch/flags.h"
 #include "nlohmann/json.hpp"
 
 namespace ut {
@@ -82,54 +83,30 @@ struct Flags {
   bool out_dir_given = false;  // --out_dir or --train.out_dir on the command line
 };
 
-absl::Status BadFlag(const std::string& arg, const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("flag '", arg, "': ", what, " (run with --help for the list of flags)"));
-}
-
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+  ASSIGN_OR_RETURN(std::vector<launch::ParsedFlag> parsed,
+                   launch::ParseArgs(argc, argv, {"help", "resume"},
+                                     {"config", "out_dir", "steps", "eval_samples"}));
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
+  for (const launch::ParsedFlag& p : parsed) {
+    if (p.name == "help") {
       f.help = true;
-      continue;
-    }
-    if (arg == "--resume") {
+    } else if (p.name == "resume") {
       f.resume = true;
-      continue;
-    }
-    if (arg.rfind("--", 0) != 0) return BadFlag(arg, "unexpected argument; flags start with --");
-    std::string name = arg.substr(2), value;
-    const size_t eq = name.find('=');
-    const bool has_value = eq != std::string::npos;
-    if (has_value) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    const bool takes_value =
-        name == "config" || name == "out_dir" || name == "steps" || name == "eval_samples";
-    if (takes_value && !has_value) {
-      if (i + 1 >= argc) return BadFlag(arg, "needs a value");
-      value = argv[++i];
-    }
-    if (name == "config") {
-      f.config = value;
-    } else if (name == "out_dir") {
-      f.overrides.push_back("train.out_dir=" + value);
+    } else if (p.name == "config") {
+      f.config = p.value;
+    } else if (p.name == "out_dir") {
+      f.overrides.push_back("train.out_dir=" + p.value);
       f.out_dir_given = true;
-    } else if (name == "steps") {
-      f.overrides.push_back("train.steps=" + value);
-    } else if (name == "eval_samples") {
-      if (!absl::SimpleAtoi(value, &f.eval_samples) || f.eval_samples < 0) {
-        return BadFlag(arg, "needs a non-negative integer");
+    } else if (p.name == "steps") {
+      f.overrides.push_back("train.steps=" + p.value);
+    } else if (p.name == "eval_samples") {
+      if (!absl::SimpleAtoi(p.value, &f.eval_samples) || f.eval_samples < 0) {
+        return launch::BadFlag(p.arg, "needs a non-negative integer");
       }
-    } else if (name.find('.') != std::string::npos) {
-      if (!has_value) return BadFlag(arg, "config overrides are written --path.to.field=value");
-      f.overrides.push_back(name + "=" + value);
-      if (name == "train.out_dir") f.out_dir_given = true;
-    } else {
-      return BadFlag(arg, "unknown flag");
+    } else {  // a config override
+      f.overrides.push_back(p.name + "=" + p.value);
+      if (p.name == "train.out_dir") f.out_dir_given = true;
     }
   }
   return f;

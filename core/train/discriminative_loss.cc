@@ -135,6 +135,19 @@ absl::Status TeacherMatrix(const data::Batch& batch, const std::vector<Unit>& un
   return absl::OkStatus();
 }
 
+// Model-side GAK options. The slice distance is the squared Euclidean distance
+// between the L2-normalised r, i.e. 2 (1 - cos): the cosine distance DESIGN.md
+// names, on the same scale as the teacher side's squared distance between
+// unit-norm parts. With plain 1 - cos the two sides' local costs differ by 2x
+// under one delta, and M^r could not reach the teacher targets (see
+// docs/objective.md).
+static cpu::GakOptions ModelSideGak(double delta) {
+  cpu::GakOptions o;
+  o.distance = cpu::SliceDistance::kSqEuclid;
+  o.delta = delta;
+  return o;
+}
+
 absl::Status ModelMatrix(const std::vector<Unit>& units, const float* r, int R, Mode mode,
                          double delta, std::vector<float>* mr) {
   const int N = static_cast<int>(units.size());
@@ -149,10 +162,7 @@ absl::Status ModelMatrix(const std::vector<Unit>& units, const float* r, int R, 
     for (int a = 0; a < N; ++a) (*mr)[static_cast<int64_t>(a) * N + a] = 1.0f;
     return absl::OkStatus();
   }
-  cpu::GakOptions o;
-  o.distance = cpu::SliceDistance::kCosine;
-  o.delta = delta;
-  return cpu::gak_matrix_forward(mr->data(), AsSequences(u, R), o);
+  return cpu::gak_matrix_forward(mr->data(), AsSequences(u, R), ModelSideGak(delta));
 }
 
 absl::StatusOr<double> DiscriminativeLossFromMatrices(const std::vector<Unit>& units,
@@ -186,10 +196,8 @@ absl::StatusOr<double> DiscriminativeLossFromMatrices(const std::vector<Unit>& u
                                   u.rows.data(), N, N, R);
     for (size_t i = 0; i < drows.size(); ++i) drows[i] += dy[i];
   } else {
-    cpu::GakOptions o;
-    o.distance = cpu::SliceDistance::kCosine;
-    o.delta = delta;
-    RETURN_IF_ERROR(cpu::gak_matrix_backward(drows.data(), dm.data(), AsSequences(u, R), o));
+    RETURN_IF_ERROR(
+        cpu::gak_matrix_backward(drows.data(), dm.data(), AsSequences(u, R), ModelSideGak(delta)));
   }
   for (size_t row = 0; row < u.source.size(); ++row) {
     float* d = dr + static_cast<int64_t>(u.source[row]) * R;

@@ -1,0 +1,46 @@
+#include "launch/flags.h"
+
+namespace ut::launch {
+
+absl::Status BadFlag(const std::string& arg, const std::string& what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("flag '", arg, "': ", what, " (run with --help for the list of flags)"));
+}
+
+absl::StatusOr<std::vector<ParsedFlag>> ParseArgs(int argc, char** argv,
+                                                  const std::set<std::string>& switches,
+                                                  const std::set<std::string>& valued) {
+  std::vector<ParsedFlag> flags;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h") {
+      flags.push_back({arg, "help", ""});
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0) return BadFlag(arg, "unexpected argument; flags start with --");
+    std::string name = arg.substr(2), value;
+    const size_t eq = name.find('=');
+    const bool has_value = eq != std::string::npos;
+    if (has_value) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    if (switches.count(name)) {
+      if (has_value) return BadFlag(arg, "takes no value");
+    } else if (valued.count(name)) {
+      if (!has_value) {
+        if (i + 1 >= argc) return BadFlag(arg, "needs a value");
+        value = argv[++i];
+      }
+      if (value.empty()) return BadFlag(arg, "needs a non-empty value");
+    } else if (name.find('.') != std::string::npos) {
+      if (!has_value) return BadFlag(arg, "config overrides are written --path.to.field=value");
+    } else {
+      return BadFlag(arg, "unknown flag");
+    }
+    flags.push_back({arg, name, value});
+  }
+  return flags;
+}
+
+}  // namespace ut::launch

@@ -1,0 +1,30 @@
+// Command-line splitting shared by the launchers (the only code that reads
+// flags; DESIGN.md section 3). Each binary decides what its flags mean; this
+// only turns argv into (name, value) pairs, in command-line order.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/base/status.h"
+
+namespace ut::launch {
+
+struct ParsedFlag {
+  std::string arg;    // as typed, for error messages
+  std::string name;   // without the leading "--" ("help" for -h)
+  std::string value;  // empty for switches
+};
+
+// `switches` take no value (--resume); `valued` take `--name value` or
+// `--name=value` (non-empty); `--path.to.field=value` is a config override
+// (name contains a dot). Anything else is an error naming the argument.
+absl::StatusOr<std::vector<ParsedFlag>> ParseArgs(int argc, char** argv,
+                                                  const std::set<std::string>& switches,
+                                                  const std::set<std::string>& valued);
+
+// "flag '<arg>': <what> (run with --help for the list of flags)".
+absl::Status BadFlag(const std::string& arg, const std::string& what);
+
+}  // namespace ut::launch
