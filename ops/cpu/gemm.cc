@@ -4,7 +4,15 @@
 // ever runs, so OpenBLAS's spinning workers never compete with OpenMP's on a
 // small machine, and gemm() may also be called inside a parallel region (it
 // then runs on the calling thread). Every C element is computed by the same
-// single-threaded kernel whatever the split, so results are deterministic.
+// single-threaded kernel whatever the split (no slice is small enough for
+// OpenBLAS's small-matrix kernel, see kMinSliceMacs), so results are
+// deterministic and do not depend on the thread count.
+//
+// The slices are handed out dynamically: one large slice per thread (2/3 of
+// its share), then one small slice per thread (the rest) to whichever thread
+// is free first. On an idle machine every thread ends with its equal share; on
+// a shared one a thread whose core is busy with another process takes fewer
+// rows instead of keeping the others waiting at the barrier.
 #include "ops/gemm.h"
 
 #include <cblas.h>
@@ -13,6 +21,7 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <vector>
 
 #include "glog/logging.h"
 #include "ops/cpu/vec_math.h"
@@ -27,6 +36,42 @@ void UseSingleThreadedBlas() {
 
 // Below this many multiply-adds a GEMM runs on one thread.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 21;
+// Every slice of a split GEMM has at least this many: OpenBLAS sends products
+// of <= 1e6 multiply-adds to a different ("small matrix") kernel whose sums
+// round differently, and a slice must round like the whole product.
+constexpr int64_t kMinSliceMacs = int64_t{1} << 20;
+
+// Boundaries [b[i], b[i+1]) of the slices of a side of `len` rows (or
+// columns), each worth macs_per_row multiply-adds per row: whole 16-row units,
+// `threads` large slices (2/3 of a thread's share) then `threads` small ones
+// (the rest), fewer and larger slices where that would make one too small.
+std::vector<int> SliceBounds(int len, int threads, int64_t macs_per_row) {
+  const int units = (len + 15) / 16;
+  const int64_t min_rows = (kMinSliceMacs + macs_per_row - 1) / macs_per_row;
+  const int min_units = static_cast<int>((min_rows + 15) / 16);
+  std::vector<int> sizes;  // in units
+  const int big = units / threads * 2 / 3;
+  const int small = big > 0 ? (units - big * threads + threads - 1) / threads : 0;
+  if (big >= min_units && small >= min_units) {
+    sizes.assign(threads, big);
+    sizes.insert(sizes.end(), threads, small);
+  } else {
+    const int n = std::max(1, std::min(threads, units / min_units));
+    sizes.assign(n, (units + n - 1) / n);
+  }
+  std::vector<int> bounds = {0};
+  for (int s : sizes) {
+    if (bounds.back() >= units) break;
+    bounds.push_back(std::min(units, bounds.back() + s));
+  }
+  for (int& b : bounds) b = std::min(len, b * 16);
+  bounds.back() = len;
+  // A short last slice (len need not be whole units) joins the one before it.
+  if (bounds.size() > 2 && bounds[bounds.size() - 1] - bounds[bounds.size() - 2] < min_rows) {
+    bounds.erase(bounds.end() - 2);
+  }
+  return bounds;
+}
 
 }  // namespace
 
@@ -53,14 +98,16 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
     cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  // Split the longer side of C into one slice per thread (multiples of 16).
+  // Split the longer side of C into slices (SliceBounds), handed out dynamically.
   const bool split_rows = M >= N;
   const int len = split_rows ? M : N;
-  const int per = (len / threads + 15) / 16 * 16;
-#pragma omp parallel num_threads(threads)
-  {
-    const int begin = std::min(len, omp_get_thread_num() * per);
-    const int end = omp_get_thread_num() == threads - 1 ? len : std::min(len, begin + per);
+  const std::vector<int> bounds =
+      SliceBounds(len, threads, static_cast<int64_t>(split_rows ? N : M) * K);
+  const int slices = static_cast<int>(bounds.size()) - 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(std::min(threads, slices))
+  for (int slice = 0; slice < slices; ++slice) {
+    const int begin = bounds[slice];
+    const int end = bounds[slice + 1];
     if (begin < end && split_rows) {
       // Rows [begin, end) of C come from rows [begin, end) of op(A).
       const float* a = trans_a ? A + begin : A + static_cast<int64_t>(begin) * lda;
