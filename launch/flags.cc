@@ -1,6 +1,16 @@
 #include "launch/flags.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+
 namespace ut::launch {
+
+absl::Status EnterWorkspace() {
+  const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY");
+  if (ws == nullptr || *ws == 0 || chdir(ws) == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat("cannot chdir to the workspace ", ws));
+}
 
 absl::Status BadFlag(const std::string& arg, const std::string& what) {
   return absl::InvalidArgumentError(

@@ -24,6 +24,10 @@ absl::StatusOr<std::vector<ParsedFlag>> ParseArgs(int argc, char** argv,
                                                   const std::set<std::string>& switches,
                                                   const std::set<std::string>& valued);
 
+// Under `bazel run`, changes into $BUILD_WORKSPACE_DIRECTORY so relative paths
+// (configs/, runs/) mean the repository; elsewhere does nothing.
+absl::Status EnterWorkspace();
+
 // "flag '<arg>': <what> (run with --help for the list of flags)".
 absl::Status BadFlag(const std::string& arg, const std::string& what);
 

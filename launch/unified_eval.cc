@@ -238,12 +238,9 @@ absl::Status Run(const Flags& flags) {
 
 int main(int argc, char** argv) {
   ut::InitLogging(argv[0]);
-  // Under `bazel run`, relative paths (configs/, runs/) mean the workspace.
-  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws != nullptr && *ws) {
-    if (chdir(ws) != 0) {
-      std::fprintf(stderr, "unified_eval: error: cannot chdir to %s\n", ws);
-      return ut::kUserErrorExitCode;
-    }
+  if (absl::Status ws = ut::launch::EnterWorkspace(); !ws.ok()) {
+    std::fprintf(stderr, "unified_eval: error: %s\n", std::string(ws.message()).c_str());
+    return ut::kUserErrorExitCode;
   }
   absl::StatusOr<ut::Flags> flags = ut::ParseFlags(argc, argv);
   absl::Status status =

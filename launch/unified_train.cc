@@ -255,12 +255,9 @@ absl::StatusOr<int> Run(const Flags& flags) {
 
 int main(int argc, char** argv) {
   ut::InitLogging(argv[0]);
-  // Under `bazel run`, relative paths (configs/, runs/) mean the workspace.
-  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws != nullptr && *ws) {
-    if (chdir(ws) != 0) {
-      std::fprintf(stderr, "unified_train: error: cannot chdir to %s\n", ws);
-      return ut::kUserErrorExitCode;
-    }
+  if (absl::Status ws = ut::launch::EnterWorkspace(); !ws.ok()) {
+    std::fprintf(stderr, "unified_train: error: %s\n", std::string(ws.message()).c_str());
+    return ut::kUserErrorExitCode;
   }
   absl::StatusOr<ut::Flags> flags = ut::ParseFlags(argc, argv);
   absl::StatusOr<int> code =
