@@ -34,6 +34,18 @@ struct CommOptions {
   bool verbose = false;        // log every send/recv/collective (deadlock hunting)
 };
 
+// A started non-blocking operation. Wait() finishes it under the same deadline
+// as a blocking call (and, for kAvg, divides by the group size); Test() makes
+// progress and says whether Wait() would return at once. The buffers given to
+// the I* call must stay alive and untouched until Wait() returns. Destroying
+// an unfinished Request waits for it (a Request is never leaked in flight).
+class Request {
+ public:
+  virtual ~Request() = default;
+  virtual absl::Status Wait() = 0;
+  virtual absl::StatusOr<bool> Test() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -76,6 +88,21 @@ class Communicator {
   }
   virtual absl::Status Barrier() = 0;
 
+  // Non-blocking forms (overlap with compute: DP gradient buckets, pipeline
+  // send/recv pairs that must not wait on each other).
+  template <typename T>
+  absl::StatusOr<std::unique_ptr<Request>> IAllReduce(std::span<T> data, ReduceOp op) {
+    return IAllReduceRaw(data.data(), data.size(), ElemTypeOf<T>(), op);
+  }
+  template <typename T>
+  absl::StatusOr<std::unique_ptr<Request>> ISend(std::span<const T> data, int dst, int tag) {
+    return ISendRaw(data.data(), data.size(), ElemTypeOf<T>(), dst, tag);
+  }
+  template <typename T>
+  absl::StatusOr<std::unique_ptr<Request>> IRecv(std::span<T> data, int src, int tag) {
+    return IRecvRaw(data.data(), data.size(), ElemTypeOf<T>(), src, tag);
+  }
+
   // Ranks with the same color form a new group, ordered by key.
   virtual absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key,
                                                               const std::string& name) = 0;
@@ -92,6 +119,12 @@ class Communicator {
   virtual absl::Status BroadcastRaw(void* data, size_t count, ElemType t, int root) = 0;
   virtual absl::Status SendRaw(const void* data, size_t count, ElemType t, int dst, int tag) = 0;
   virtual absl::Status RecvRaw(void* data, size_t count, ElemType t, int src, int tag) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Request>> IAllReduceRaw(void* data, size_t count,
+                                                                 ElemType t, ReduceOp op) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Request>> ISendRaw(const void* data, size_t count,
+                                                            ElemType t, int dst, int tag) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Request>> IRecvRaw(void* data, size_t count, ElemType t,
+                                                            int src, int tag) = 0;
 };
 
 }  // namespace ut::comm

@@ -46,7 +46,33 @@ void DivideInPlace(void* data, size_t count, ElemType t, int n) {
   }
 }
 
+class MpiCommunicator;
+
+// A non-blocking MPI operation; Wait() polls it against the communicator's deadline.
+class MpiRequest : public Request {
+ public:
+  MpiRequest(MpiCommunicator* comm, MPI_Request req, std::string op, size_t count,
+             void* avg_data, ElemType t)
+      : comm_(comm), req_(req), op_(std::move(op)), count_(count), avg_data_(avg_data), t_(t) {}
+  ~MpiRequest() override {
+    if (!done_) Wait().IgnoreError();
+  }
+  absl::Status Wait() override;
+  absl::StatusOr<bool> Test() override;
+
+ private:
+  MpiCommunicator* comm_;
+  MPI_Request req_;
+  std::string op_;
+  size_t count_;
+  void* avg_data_;  // non-null: divide by the group size when done (kAvg)
+  ElemType t_;
+  bool done_ = false;
+};
+
 class MpiCommunicator : public Communicator {
+  friend class MpiRequest;
+
  public:
   MpiCommunicator(MPI_Comm comm, std::string name, const CommOptions& options)
       : comm_(comm), name_(std::move(name)), options_(options) {
@@ -173,6 +199,40 @@ class MpiCommunicator : public Communicator {
     return Wait(&req, absl::StrCat("Recv from rank ", src, " tag ", tag), count);
   }
 
+  absl::StatusOr<std::unique_ptr<Request>> IAllReduceRaw(void* data, size_t count, ElemType t,
+                                                         ReduceOp op) override {
+    RETURN_IF_ERROR(FitsInt(count, "IAllReduce"));
+    MPI_Request req;
+    RETURN_IF_ERROR(Check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), ToMpi(t),
+                                         ToMpi(op), comm_, &req),
+                          "IAllReduce"));
+    if (options_.verbose) LOG(INFO) << Where("IAllReduce") << " (" << count << " elements) started";
+    return std::unique_ptr<Request>(new MpiRequest(
+        this, req, "IAllReduce", count, op == ReduceOp::kAvg ? data : nullptr, t));
+  }
+
+  absl::StatusOr<std::unique_ptr<Request>> ISendRaw(const void* data, size_t count, ElemType t,
+                                                    int dst, int tag) override {
+    RETURN_IF_ERROR(FitsInt(count, "ISend"));
+    if (options_.verbose) LOG(INFO) << Where("ISend") << " " << count << " elements to " << dst << " tag " << tag;
+    MPI_Request req;
+    RETURN_IF_ERROR(Check(
+        MPI_Isend(data, static_cast<int>(count), ToMpi(t), dst, tag, comm_, &req), "ISend"));
+    return std::unique_ptr<Request>(new MpiRequest(
+        this, req, absl::StrCat("ISend to rank ", dst, " tag ", tag), count, nullptr, t));
+  }
+
+  absl::StatusOr<std::unique_ptr<Request>> IRecvRaw(void* data, size_t count, ElemType t, int src,
+                                                    int tag) override {
+    RETURN_IF_ERROR(FitsInt(count, "IRecv"));
+    if (options_.verbose) LOG(INFO) << Where("IRecv") << " " << count << " elements from " << src << " tag " << tag;
+    MPI_Request req;
+    RETURN_IF_ERROR(Check(
+        MPI_Irecv(data, static_cast<int>(count), ToMpi(t), src, tag, comm_, &req), "IRecv"));
+    return std::unique_ptr<Request>(new MpiRequest(
+        this, req, absl::StrCat("IRecv from rank ", src, " tag ", tag), count, nullptr, t));
+  }
+
  private:
   std::string Where(const std::string& op) const {
     return absl::StrCat("rank ", world_rank_, " (", name_, " rank ", rank_, "/", size_, ") ", op);
@@ -231,6 +291,25 @@ class MpiCommunicator : public Communicator {
   CommOptions options_;
   int rank_ = 0, size_ = 1, world_rank_ = 0;
 };
+
+absl::Status MpiRequest::Wait() {
+  if (done_) return absl::OkStatus();
+  done_ = true;
+  RETURN_IF_ERROR(comm_->Wait(&req_, op_, count_));
+  if (avg_data_ != nullptr) DivideInPlace(avg_data_, count_, t_, comm_->size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> MpiRequest::Test() {
+  if (done_) return true;
+  int flag = 0;
+  RETURN_IF_ERROR(comm_->Check(MPI_Test(&req_, &flag, MPI_STATUS_IGNORE), op_));
+  if (flag) {
+    // MPI_Test freed the request; Wait() now only finishes the kAvg division.
+    req_ = MPI_REQUEST_NULL;
+  }
+  return flag != 0;
+}
 
 }  // namespace
 
