@@ -41,6 +41,16 @@ TEST(Comm, NonBlockingAllReduceOverlapsAndAverages) {
   for (float v : b) EXPECT_EQ(v, n * (n + 1) / 2.0f);
 }
 
+TEST(Comm, StatsCountCallsAndPayloadBytes) {
+  g_world->ResetStats();
+  std::vector<double> x(10, 1.0);
+  ASSERT_TRUE(g_world->AllReduce(std::span<double>(x), ReduceOp::kSum).ok());
+  std::vector<int32_t> send(3, 0), recv(3 * g_world->size());
+  ASSERT_TRUE(g_world->AllGather(std::span<const int32_t>(send), std::span<int32_t>(recv)).ok());
+  EXPECT_EQ(g_world->stats().calls, 2);
+  EXPECT_EQ(g_world->stats().bytes, 10 * 8 + 3 * 4);
+}
+
 TEST(Comm, NonBlockingSendRecvBothWaysAroundARing) {
   // Every rank sends to both neighbours and receives from both at once; with
   // blocking calls this pattern can deadlock, with ISend/IRecv it cannot.

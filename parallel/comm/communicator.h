@@ -46,9 +46,22 @@ class Request {
   virtual absl::StatusOr<bool> Test() = 0;
 };
 
+// What this rank has put into a group's operations since the last reset:
+// calls, and payload bytes (the buffer this rank contributes: the whole buffer
+// of an all-reduce or broadcast, its own block of a gather, the full input of
+// a reduce-scatter, what it sends point-to-point; receives are counted by the
+// sender). bench/parallel_bench reports them per group and step.
+struct CommStats {
+  int64_t calls = 0;
+  int64_t bytes = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
+
+  const CommStats& stats() const { return stats_; }
+  void ResetStats() { stats_ = {}; }
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
@@ -108,6 +121,12 @@ class Communicator {
                                                               const std::string& name) = 0;
 
  protected:
+  void Count(size_t count, ElemType t) {
+    ++stats_.calls;
+    stats_.bytes += static_cast<int64_t>(count * ElemSize(t));
+  }
+  CommStats stats_;
+
   virtual absl::Status AllReduceRaw(void* data, size_t count, ElemType t, ReduceOp op) = 0;
   virtual absl::Status AllGatherRaw(const void* send, size_t send_count, void* recv,
                                     size_t recv_count, ElemType t) = 0;

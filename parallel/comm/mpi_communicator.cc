@@ -104,6 +104,7 @@ class MpiCommunicator : public Communicator {
 
  protected:
   absl::Status AllReduceRaw(void* data, size_t count, ElemType t, ReduceOp op) override {
+    Count(count, t);
     RETURN_IF_ERROR(FitsInt(count, "AllReduce"));
     MPI_Request req;
     RETURN_IF_ERROR(Check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), ToMpi(t),
@@ -116,6 +117,7 @@ class MpiCommunicator : public Communicator {
 
   absl::Status AllGatherRaw(const void* send, size_t send_count, void* recv, size_t recv_count,
                             ElemType t) override {
+    Count(send_count, t);
     if (recv_count != send_count * size_) {
       return Mismatch("AllGather", absl::StrCat("recv has ", recv_count, " elements, expected ",
                                                 send_count, " x ", size_, " ranks"));
@@ -130,6 +132,7 @@ class MpiCommunicator : public Communicator {
 
   absl::Status AllGatherVRaw(const void* send, size_t send_count, void* recv, size_t recv_count,
                              std::span<const int64_t> counts, ElemType t) override {
+    Count(send_count, t);
     if (counts.size() != static_cast<size_t>(size_)) {
       return Mismatch("AllGatherV", absl::StrCat(counts.size(), " counts for ", size_, " ranks"));
     }
@@ -158,6 +161,7 @@ class MpiCommunicator : public Communicator {
 
   absl::Status ReduceScatterRaw(const void* send, size_t send_count, void* recv,
                                 size_t recv_count, ElemType t, ReduceOp op) override {
+    Count(send_count, t);
     if (send_count != recv_count * size_) {
       return Mismatch("ReduceScatter", absl::StrCat("send has ", send_count,
                                                     " elements, expected ", recv_count, " x ",
@@ -174,6 +178,7 @@ class MpiCommunicator : public Communicator {
   }
 
   absl::Status BroadcastRaw(void* data, size_t count, ElemType t, int root) override {
+    Count(count, t);
     RETURN_IF_ERROR(FitsInt(count, "Broadcast"));
     MPI_Request req;
     RETURN_IF_ERROR(
@@ -182,6 +187,7 @@ class MpiCommunicator : public Communicator {
   }
 
   absl::Status SendRaw(const void* data, size_t count, ElemType t, int dst, int tag) override {
+    Count(count, t);
     RETURN_IF_ERROR(FitsInt(count, "Send"));
     if (options_.verbose) LOG(INFO) << Where("Send") << " " << count << " elements to " << dst << " tag " << tag;
     MPI_Request req;
@@ -201,6 +207,7 @@ class MpiCommunicator : public Communicator {
 
   absl::StatusOr<std::unique_ptr<Request>> IAllReduceRaw(void* data, size_t count, ElemType t,
                                                          ReduceOp op) override {
+    Count(count, t);
     RETURN_IF_ERROR(FitsInt(count, "IAllReduce"));
     MPI_Request req;
     RETURN_IF_ERROR(Check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), ToMpi(t),
@@ -213,6 +220,7 @@ class MpiCommunicator : public Communicator {
 
   absl::StatusOr<std::unique_ptr<Request>> ISendRaw(const void* data, size_t count, ElemType t,
                                                     int dst, int tag) override {
+    Count(count, t);
     RETURN_IF_ERROR(FitsInt(count, "ISend"));
     if (options_.verbose) LOG(INFO) << Where("ISend") << " " << count << " elements to " << dst << " tag " << tag;
     MPI_Request req;
