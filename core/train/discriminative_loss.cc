@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "core/base/rng.h"
@@ -88,23 +89,29 @@ std::vector<Unit> DrawUnits(const data::Batch& batch, int cuts_per_sample, uint6
   return units;
 }
 
-absl::Status TeacherMatrix(const data::Batch& batch, const std::vector<Unit>& units,
-                           double delta, std::vector<float>* ml) {
+namespace {
+
+// M^l over units whose slice indices point into `slices`; names[s] names
+// sample s (Unit::sample) in errors, quoted: "\"id\"" or "\"id\" (micro-batch j)".
+absl::Status TeacherMatrixOver(const std::vector<const data::SliceSpan*>& slices,
+                               const std::vector<std::string>& names,
+                               const std::vector<Unit>& units, double delta,
+                               std::vector<float>* ml) {
   const int N = static_cast<int>(units.size());
   ml->assign(static_cast<size_t>(N) * N, 1.0f);
   if (N == 0) return absl::OkStatus();
-  const data::SliceSpan& first = batch.slices[units[0].slices[0]];
+  const data::SliceSpan& first = *slices[units[0].slices[0]];
   const int dim = static_cast<int>(first.teacher.size()), split = first.teacher_split;
   std::vector<float> rows;
   std::vector<int32_t> modality;
   std::vector<int> lengths;
   for (const Unit& u : units) {
     for (int i : u.slices) {
-      const data::SliceSpan& s = batch.slices[i];
+      const data::SliceSpan& s = *slices[i];
       if (static_cast<int>(s.teacher.size()) != dim || s.teacher_split != split) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "sample \"", batch.sample_ids[s.sample], "\": a teacher feature of size ",
-            s.teacher.size(), " (teacher_split ", s.teacher_split, ") in a batch whose features ",
+            "sample ", names[u.sample], ": a teacher feature of size ", s.teacher.size(),
+            " (teacher_split ", s.teacher_split, ") in a batch whose features ",
             "have size ", dim, " (teacher_split ", split, "); every teacher feature of a data ",
             "set must have the same size and split"));
       }
@@ -133,6 +140,62 @@ absl::Status TeacherMatrix(const data::Batch& batch, const std::vector<Unit>& un
     }
   }
   return absl::OkStatus();
+}
+
+// A pool's units over the concatenation of its parts: slice i of part p is
+// pool slice slice_offset[p] + i, sample s of part p is pool sample
+// sample_offset[p] + s.
+struct Pool {
+  std::vector<const data::SliceSpan*> slices;  // [S_pool]
+  std::vector<std::string> names;              // [pool samples] for messages
+  std::vector<int64_t> sample_key;             // [pool samples] dld::SampleKey
+  std::vector<int> slice_offset;               // [parts + 1]
+  std::vector<Unit> units;
+  int skipped = 0;
+};
+
+absl::StatusOr<Pool> BuildPool(std::span<const PoolPart> parts, int cuts_per_sample,
+                               uint64_t seed, int64_t step) {
+  Pool pool;
+  pool.slice_offset.push_back(0);
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const data::Batch& b = *parts[p].batch;
+    for (size_t q = 0; q < p; ++q) {
+      if (parts[q].micro == parts[p].micro) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "L_d pool: parts ", q, " and ", p, " both have micro-batch index ", parts[p].micro,
+            "; every micro-batch of a pool needs its own global index j"));
+      }
+    }
+    const int sample_offset = static_cast<int>(pool.names.size());
+    const int slice_offset = static_cast<int>(pool.slices.size());
+    int skipped = 0;
+    for (Unit u : DrawUnits(b, cuts_per_sample, seed, step, parts[p].micro, &skipped)) {
+      u.sample += sample_offset;
+      for (int& i : u.slices) i += slice_offset;
+      pool.units.push_back(std::move(u));
+    }
+    pool.skipped += skipped;
+    for (size_t s = 0; s < b.sample_ids.size(); ++s) {
+      pool.names.push_back(absl::StrCat("\"", b.sample_ids[s], "\" (micro-batch ",
+                                        parts[p].micro, ")"));
+      pool.sample_key.push_back(dld::SampleKey(parts[p].micro, static_cast<int>(s)));
+    }
+    for (const data::SliceSpan& s : b.slices) pool.slices.push_back(&s);
+    pool.slice_offset.push_back(static_cast<int>(pool.slices.size()));
+  }
+  return pool;
+}
+
+}  // namespace
+
+absl::Status TeacherMatrix(const data::Batch& batch, const std::vector<Unit>& units,
+                           double delta, std::vector<float>* ml) {
+  std::vector<const data::SliceSpan*> slices;
+  for (const data::SliceSpan& s : batch.slices) slices.push_back(&s);
+  std::vector<std::string> names;
+  for (const std::string& id : batch.sample_ids) names.push_back(absl::StrCat("\"", id, "\""));
+  return TeacherMatrixOver(slices, names, units, delta, ml);
 }
 
 // Model-side GAK options. The slice distance is the squared Euclidean distance
@@ -220,17 +283,111 @@ absl::StatusOr<LdResult> DiscriminativeLossStep(MLLM* model, const data::Batch& 
   const int S = static_cast<int>(batch.slices.size());
   std::vector<float> r(static_cast<size_t>(S) * R);
   model->RetrievalForward(batch.slices, r.data());
-  std::vector<float> ml, mr;
-  RETURN_IF_ERROR(TeacherMatrix(batch, units, objective.delta(), &ml));
-  RETURN_IF_ERROR(ModelMatrix(units, r.data(), R, objective.mode(), objective.delta(), &mr));
-  std::vector<float> dr;
-  if (grad_scale != 0.0f) dr.assign(r.size(), 0.0f);
-  ASSIGN_OR_RETURN(result.loss,
-                   DiscriminativeLossFromMatrices(units, mr, ml, r.data(), R, objective.mode(),
-                                                  objective.delta(), grad_scale,
-                                                  dr.empty() ? nullptr : dr.data()));
-  if (!dr.empty()) model->RetrievalBackward(dr.data());
+  const PoolPart part{&batch, micro, r.data()};
+  std::vector<std::vector<float>> dr;
+  ASSIGN_OR_RETURN(result, PoolLoss({&part, 1}, R, objective, seed, step, grad_scale,
+                                    grad_scale != 0.0f ? &dr : nullptr));
+  if (grad_scale != 0.0f) model->RetrievalBackward(dr[0].data());
   return result;
+}
+
+absl::StatusOr<LdResult> PoolLoss(std::span<const PoolPart> parts, int R,
+                                  const unified_train::ObjectiveConfig& objective, uint64_t seed,
+                                  int64_t step, float grad_scale,
+                                  std::vector<std::vector<float>>* dr_per_part) {
+  ASSIGN_OR_RETURN(Pool pool, BuildPool(parts, objective.cuts_per_sample(), seed, step));
+  LdResult result;
+  result.units = static_cast<int>(pool.units.size());
+  result.skipped_samples = pool.skipped;
+  const bool want_grad = grad_scale != 0.0f && dr_per_part != nullptr;
+  if (want_grad) {
+    dr_per_part->resize(parts.size());
+    for (size_t p = 0; p < parts.size(); ++p) {
+      (*dr_per_part)[p].assign(static_cast<size_t>(parts[p].batch->slices.size()) * R, 0.0f);
+    }
+  }
+  if (pool.units.empty()) return result;
+  // One part: its r and dr as they are; several: back to back.
+  std::vector<float> r_pool, dr_pool;
+  const float* r = parts[0].r;
+  if (parts.size() > 1) {
+    r_pool = ConcatPoolRows(parts, R);
+    r = r_pool.data();
+  }
+  float* dr = nullptr;
+  if (want_grad) {
+    if (parts.size() > 1) {
+      dr_pool.assign(pool.slices.size() * static_cast<size_t>(R), 0.0f);
+      dr = dr_pool.data();
+    } else {
+      dr = (*dr_per_part)[0].data();
+    }
+  }
+  std::vector<float> ml, mr;
+  RETURN_IF_ERROR(TeacherMatrixOver(pool.slices, pool.names, pool.units, objective.delta(), &ml));
+  RETURN_IF_ERROR(ModelMatrix(pool.units, r, R, objective.mode(), objective.delta(), &mr));
+  ASSIGN_OR_RETURN(result.loss,
+                   DiscriminativeLossFromMatrices(pool.units, mr, ml, r, R, objective.mode(),
+                                                  objective.delta(), grad_scale, dr));
+  if (want_grad && parts.size() > 1) SplitPoolRows(parts, R, dr_pool.data(), dr_per_part);
+  return result;
+}
+
+absl::StatusOr<dld::PoolUnits> FlattenPool(std::span<const PoolPart> parts, int cuts_per_sample,
+                                           uint64_t seed, int64_t step, int* skipped) {
+  ASSIGN_OR_RETURN(Pool pool, BuildPool(parts, cuts_per_sample, seed, step));
+  if (skipped != nullptr) *skipped = pool.skipped;
+  dld::PoolUnits out;
+  const int S = static_cast<int>(pool.slices.size());
+  out.modality.resize(S);
+  for (int i = 0; i < S; ++i) out.modality[i] = pool.slices[i]->is_image ? 1 : 0;
+  if (pool.units.empty()) return out;
+  const data::SliceSpan& first = *pool.slices[pool.units[0].slices[0]];
+  const int dim = static_cast<int>(first.teacher.size());
+  out.teacher_dim = dim;
+  out.teacher_split = first.teacher_split;
+  for (const Unit& u : pool.units) {
+    for (int i : u.slices) {
+      const data::SliceSpan& s = *pool.slices[i];
+      if (static_cast<int>(s.teacher.size()) != dim || s.teacher_split != first.teacher_split) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sample ", pool.names[u.sample], ": a teacher feature of size ", s.teacher.size(),
+            " (teacher_split ", s.teacher_split, ") in an L_d pool whose features have size ",
+            dim, " (teacher_split ", first.teacher_split, "); every teacher feature of a data ",
+            "set must have the same size and split"));
+      }
+      out.unit_slices.push_back(i);
+    }
+    out.unit_length.push_back(static_cast<int32_t>(u.slices.size()));
+    out.unit_sample.push_back(pool.sample_key[u.sample]);
+  }
+  out.teacher.assign(static_cast<size_t>(S) * dim, 0.0f);
+  for (int i = 0; i < S; ++i) {
+    const std::vector<float>& t = pool.slices[i]->teacher;
+    if (static_cast<int>(t.size()) == dim) {
+      std::copy(t.begin(), t.end(), out.teacher.begin() + static_cast<int64_t>(i) * dim);
+    }
+  }
+  return out;
+}
+
+std::vector<float> ConcatPoolRows(std::span<const PoolPart> parts, int R) {
+  std::vector<float> rows;
+  for (const PoolPart& p : parts) {
+    const size_t n = p.batch->slices.size() * static_cast<size_t>(R);
+    if (n > 0) rows.insert(rows.end(), p.r, p.r + n);
+  }
+  return rows;
+}
+
+void SplitPoolRows(std::span<const PoolPart> parts, int R, const float* rows,
+                   std::vector<std::vector<float>>* per_part) {
+  per_part->resize(parts.size());
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const size_t n = parts[p].batch->slices.size() * static_cast<size_t>(R);
+    (*per_part)[p].assign(rows, rows + n);
+    rows += n;
+  }
 }
 
 absl::Status ValidateObjective(const unified_train::ObjectiveConfig& o) {

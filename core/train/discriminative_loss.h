@@ -19,12 +19,14 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/base/config.h"
 #include "core/base/status.h"
 #include "core/model/mllm.h"
 #include "data/batch.h"
+#include "parallel/dld/pool_units.h"
 
 namespace ut::train {
 
@@ -71,6 +73,43 @@ absl::StatusOr<LdResult> DiscriminativeLossStep(MLLM* model, const data::Batch& 
                                                 const unified_train::ObjectiveConfig& objective,
                                                 uint64_t seed, int64_t step, int micro,
                                                 float grad_scale);
+
+// ---- Pools: L_d over several micro-batches (docs/objective.md, "Pools") ------
+//
+// A pool's units are the units of each of its parts (micro-batches), drawn
+// with the part's GLOBAL micro index (so cuts match across parallel layouts),
+// concatenated in part order. Sample identity is (part, sample): M^l = 1 only
+// between units of one sample of one part. L_d of the pool is the formula
+// above over all its N units. A pool of one part is exactly
+// DiscriminativeLossStep's L_d.
+
+struct PoolPart {
+  const data::Batch* batch = nullptr;
+  int micro = 0;             // global micro-batch index j within the step
+  const float* r = nullptr;  // [S,R] slice embeddings, S = batch->slices.size()
+};
+
+// L_d of the pool; with grad_scale != 0 and dr_per_part != nullptr,
+// (*dr_per_part)[i] [S_i,R] = grad_scale * dL_d/dr of part i (written,
+// resized; zeros when the pool has no units). Errors: two parts with the same
+// micro index; teacher features of different sizes/splits (names the sample).
+absl::StatusOr<LdResult> PoolLoss(std::span<const PoolPart> parts, int R,
+                                  const unified_train::ObjectiveConfig& objective, uint64_t seed,
+                                  int64_t step, float grad_scale,
+                                  std::vector<std::vector<float>>* dr_per_part);
+
+// The same pool flattened for the distributed L_d (parallel/dld/dist_ld.h):
+// the parts' slices back to back, units drawn as in PoolLoss, sample keys
+// dld::SampleKey(part.micro, sample). r is not read. *skipped (may be
+// nullptr) = samples without teacher features.
+absl::StatusOr<dld::PoolUnits> FlattenPool(std::span<const PoolPart> parts, int cuts_per_sample,
+                                           uint64_t seed, int64_t step, int* skipped);
+
+// The parts' r back to back: [sum S_i, R] (the row order of FlattenPool).
+std::vector<float> ConcatPoolRows(std::span<const PoolPart> parts, int R);
+// Splits rows [sum S_i, R] in that order into (*per_part)[i] [S_i,R] (resized).
+void SplitPoolRows(std::span<const PoolPart> parts, int R, const float* rows,
+                   std::vector<std::vector<float>>* per_part);
 
 // Checks the objective fields (alpha >= 0, delta > 0, cuts_per_sample >= 1);
 // errors name the field.

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "core/base/logging.h"
 #include "core/base/timer.h"
 #include "core/train/discriminative_loss.h"
@@ -78,37 +79,98 @@ absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
   return dir;
 }
 
+absl::StatusOr<int> LdPoolSize(const unified_train::ObjectiveConfig& objective, int grad_accum,
+                               int ld_round) {
+  if (objective.pool() == unified_train::ObjectiveConfig::GLOBAL_BATCH) return grad_accum;
+  if (ld_round < 1 || grad_accum % ld_round != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "L_d pools of ld_round = ", ld_round, " micro-batches do not divide train.grad_accum = ",
+        grad_accum, "; use a grad_accum that is a multiple of the data-parallel size"));
+  }
+  return ld_round;
+}
+
+absl::StatusOr<StepSums> AccumulateStep(MLLM* model, const NextBatch& next, int accum, int group,
+                                        const unified_train::ObjectiveConfig& objective,
+                                        uint64_t seed, int64_t step) {
+  CHECK(group >= 1 && accum % group == 0) << "pool size " << group << " vs accum " << accum;
+  const float alpha = objective.alpha();
+  StepSums sums;
+  sums.pools = accum / group;
+  // Each pool's L_d gradient: alpha / P (with P = accum when group = 1).
+  const float ld_scale = alpha / sums.pools;
+  const int R = model->retrieval_dim();
+  for (int first = 0; first < accum; first += group) {
+    if (alpha == 0 || group == 1) {
+      for (int micro = first; micro < first + group; ++micro) {
+        ASSIGN_OR_RETURN(data::Batch batch, next());
+        sums.loss_g += model->Forward(batch);
+        if (alpha > 0) {
+          // Its gradient goes into the final hidden states and the retrieval
+          // projector; the Backward below carries it on.
+          ASSIGN_OR_RETURN(LdResult ld, DiscriminativeLossStep(model, batch, objective, seed, step,
+                                                               micro, ld_scale));
+          sums.loss_d += ld.loss;
+          sums.ld_units += ld.units;
+          sums.ld_skipped += ld.skipped_samples;
+        }
+        model->Backward(1.0f / accum);  // d(mean over micro-batches)
+        for (int32_t len : batch.lens) sums.tokens += len;
+      }
+      continue;
+    }
+    // Gradient cache. Pass 1: r of every micro-batch of the pool.
+    std::vector<data::Batch> batches(group);
+    std::vector<std::vector<float>> r(group);
+    std::vector<PoolPart> parts(group);
+    for (int i = 0; i < group; ++i) {
+      ASSIGN_OR_RETURN(batches[i], next());
+      model->Forward(batches[i]);
+      r[i].resize(batches[i].slices.size() * static_cast<size_t>(R));
+      if (!r[i].empty()) model->RetrievalForward(batches[i].slices, r[i].data());
+      parts[i] = PoolPart{&batches[i], first + i, r[i].data()};
+    }
+    std::vector<std::vector<float>> dr;
+    ASSIGN_OR_RETURN(LdResult ld, PoolLoss(parts, R, objective, seed, step, ld_scale, &dr));
+    sums.loss_d += ld.loss;
+    sums.ld_units += ld.units;
+    sums.ld_skipped += ld.skipped_samples;
+    // Pass 2: each micro-batch again, its dr into the retrieval head, backward.
+    for (int i = 0; i < group; ++i) {
+      sums.loss_g += model->Forward(batches[i]);
+      if (ld.units > 0 && !r[i].empty()) {
+        model->RetrievalForward(batches[i].slices, r[i].data());
+        model->RetrievalBackward(dr[i].data());
+      }
+      model->Backward(1.0f / accum);
+      for (int32_t len : batches[i].lens) sums.tokens += len;
+    }
+  }
+  return sums;
+}
+
 absl::Status Trainer::TrainStep(StepMetrics* m, int64_t* tokens) {
   const int accum = config_.train().grad_accum();
   const auto& objective = config_.objective();
   const float alpha = objective.alpha();
+  ASSIGN_OR_RETURN(const int group, LdPoolSize(objective, accum, ld_round_));
   model_->ZeroGrad();
-  double lg_sum = 0, ld_sum = 0;
-  for (int micro = 0; micro < accum; ++micro) {
-    ASSIGN_OR_RETURN(data::Batch batch, loader_->Next());
-    lg_sum += model_->Forward(batch);
-    if (alpha > 0) {
-      // alpha * L_d / accum: its gradient goes into the final hidden states and
-      // the retrieval projector, and the Backward below carries it on.
-      ASSIGN_OR_RETURN(LdResult ld, DiscriminativeLossStep(model_, batch, objective,
-                                                           config_.train().seed(), step_ + 1,
-                                                           micro, alpha / accum));
-      ld_sum += ld.loss;
-      if (ld.skipped_samples > 0 && !warned_no_teacher_) {
-        warned_no_teacher_ = true;
-        LOG(WARNING) << ld.skipped_samples << " of the " << batch.sample_ids.size()
-                     << " samples of a micro-batch have a slice without a teacher feature; "
-                     << "L_d skips such samples (metrics.jsonl counts them in ld_skipped)";
-      }
-      m->ld_units += ld.units;
-      m->ld_skipped += ld.skipped_samples;
-    }
-    model_->Backward(1.0f / accum);  // d(mean over micro-batches)
-    for (int32_t len : batch.lens) *tokens += len;
+  ASSIGN_OR_RETURN(StepSums sums,
+                   AccumulateStep(model_, [this] { return loader_->Next(); }, accum, group,
+                                  objective, config_.train().seed(), step_ + 1));
+  if (sums.ld_skipped > 0 && !warned_no_teacher_) {
+    warned_no_teacher_ = true;
+    LOG(WARNING) << sums.ld_skipped << " samples of a step have a slice without a teacher "
+                 << "feature; L_d skips such samples (metrics.jsonl counts them in ld_skipped)";
   }
+  *tokens += sums.tokens;
+  m->ld_units += sums.ld_units;
+  m->ld_skipped += sums.ld_skipped;
+  // loss = mean L_g + alpha * mean over pools of L_d (group = accum / pools).
+  const double lg_sum = sums.loss_g, ld_sum = sums.loss_d;
   const float loss_g = static_cast<float>(lg_sum / accum);
-  const float loss_d = static_cast<float>(ld_sum / accum);
-  const float loss = static_cast<float>((lg_sum + alpha * ld_sum) / accum);
+  const float loss_d = static_cast<float>(ld_sum / sums.pools);
+  const float loss = static_cast<float>((lg_sum + alpha * ld_sum * group) / accum);
   const double norm = GlobalNorm(model_->grad_data(), model_->num_params());
   if (!std::isfinite(loss) || !std::isfinite(norm)) {
     return absl::InternalError(absl::StrCat(
@@ -133,6 +195,7 @@ absl::Status Trainer::TrainStep(StepMetrics* m, int64_t* tokens) {
 absl::Status Trainer::Run(int64_t stop_at) {
   const auto& tc = config_.train();
   RETURN_IF_ERROR(ValidateObjective(config_.objective()));
+  RETURN_IF_ERROR(LdPoolSize(config_.objective(), tc.grad_accum(), ld_round_).status());
   const int64_t total = tc.steps();
   const int64_t end = stop_at > 0 ? std::min<int64_t>(stop_at, total) : total;
   std::error_code ec;

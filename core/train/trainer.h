@@ -1,9 +1,11 @@
-// The training loop (single process): the objective L = L_g + alpha * L_d
-// (next-token CE plus objective.alpha times the discriminative loss of
-// core/train/discriminative_loss.h, docs/objective.md) per micro-batch,
-// gradient accumulation over train.grad_accum micro-batches (each backward
-// scaled by 1/grad_accum),
-// global-norm clipping, AdamW with the warm-up + cosine schedule, a progress
+// The training loop (single process): the objective
+//
+//   L = (1/A) sum_j L_g(j) + alpha * (1/P) sum_pools L_d(pool)
+//
+// (A = train.grad_accum micro-batches j = 0..A-1 per step, next-token CE;
+// the discriminative loss of core/train/discriminative_loss.h over P pools,
+// docs/objective.md), gradient accumulation (each micro-batch's backward
+// scaled by 1/A, each pool's L_d gradient by alpha/P), global-norm clipping, AdamW with the warm-up + cosine schedule, a progress
 // line and a metrics.jsonl record every train.log_every steps, and atomic
 // checkpoints every train.ckpt_every steps and at the end.
 //
@@ -15,9 +17,19 @@
 // holds the weights, AdamW m/v, the step, the loader position and the RNG;
 // L_d's prefix cuts are a pure function of (train.seed, step, micro-batch,
 // sample), so they need no state.
+//
+// L_d pools (objective.pool): MICRO_BATCH pools ld_round consecutive
+// micro-batches (set_ld_round; default 1 = each micro-batch alone; the
+// single-process reference of a DP layout sets it to DP); GLOBAL_BATCH pools
+// the whole step. A pool of more than one micro-batch runs the gradient cache:
+// pass 1 = Forward + RetrievalForward of each micro-batch (only r is kept),
+// PoolLoss over the pool, pass 2 = per micro-batch Forward,
+// RetrievalForward, RetrievalBackward(its dr), Backward. The step's reported
+// loss_d is the mean over pools and loss = loss_g + alpha * loss_d.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +50,31 @@ namespace ut::train {
 void RequestStop();
 bool StopRequested();
 void ClearStopRequest();
+
+// Sums over one optimizer step (AccumulateStep).
+struct StepSums {
+  double loss_g = 0;       // sum over the A micro-batches of L_g
+  double loss_d = 0;       // sum over the pools of L_d (alpha > 0 only)
+  int pools = 0;           // P = A / group
+  int64_t ld_units = 0;    // units over all pools
+  int64_t ld_skipped = 0;  // samples without teacher features
+  int64_t tokens = 0;      // non-pad tokens
+};
+
+// Micro-batches per L_d pool: ld_round (MICRO_BATCH) or grad_accum
+// (GLOBAL_BATCH). Errors: ld_round < 1 or not dividing grad_accum.
+absl::StatusOr<int> LdPoolSize(const unified_train::ObjectiveConfig& objective, int grad_accum,
+                               int ld_round);
+
+// One step's forward and backward: `accum` micro-batches from `next` (j =
+// 0..accum-1 in order), L_d (alpha > 0) over pools of `group` consecutive
+// micro-batches (the gradient cache when group > 1). Gradients of
+// L = (1/accum) sum_j L_g(j) + alpha * (1/P) sum_pools L_d accumulate (+=)
+// into model->grad_data(). `step` is the 1-based step the cuts are drawn for.
+using NextBatch = std::function<absl::StatusOr<data::Batch>()>;
+absl::StatusOr<StepSums> AccumulateStep(MLLM* model, const NextBatch& next, int accum, int group,
+                                        const unified_train::ObjectiveConfig& objective,
+                                        uint64_t seed, int64_t step);
 
 class Trainer {
  public:
@@ -65,6 +102,9 @@ class Trainer {
   const std::vector<float>& losses() const { return losses_; }  // steps run by this object (L)
   const AdamW& optimizer() const { return adamw_; }
   void set_print_progress(bool on) { print_progress_ = on; }
+  // MICRO_BATCH pools of n consecutive micro-batches (n must divide
+  // train.grad_accum; checked by Run). Default 1.
+  void set_ld_round(int n) { ld_round_ = n; }
 
  private:
   // One optimizer step over grad_accum micro-batches.
@@ -83,6 +123,7 @@ class Trainer {
   bool stopped_by_request_ = false;
   bool print_progress_ = true;
   bool warned_no_teacher_ = false;
+  int ld_round_ = 1;
   std::vector<float> losses_;
 };
 

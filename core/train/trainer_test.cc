@@ -96,24 +96,27 @@ class TrainerTest : public ::testing::Test {
 
 // With objective.alpha > 0 the objective is L_g + alpha * L_d (the synthetic
 // data carries teacher features).
-Config WithLd(Config c, float alpha, unified_train::ObjectiveConfig::Mode mode) {
+Config WithLd(Config c, float alpha, unified_train::ObjectiveConfig::Mode mode,
+              unified_train::ObjectiveConfig::Pool pool) {
   c.mutable_objective()->set_alpha(alpha);
   c.mutable_objective()->set_mode(mode);
+  c.mutable_objective()->set_pool(pool);
   return c;
 }
 
 // Trains 6 steps straight, and 3 + (new process, resume) 3; everything must
 // agree bit for bit.
-void ExpectBitIdenticalResume(const std::string& tag, float alpha,
-                              unified_train::ObjectiveConfig::Mode mode) {
+void ExpectBitIdenticalResume(
+    const std::string& tag, float alpha, unified_train::ObjectiveConfig::Mode mode,
+    unified_train::ObjectiveConfig::Pool pool = unified_train::ObjectiveConfig::MICRO_BATCH) {
   // 6 steps straight.
-  const Config straight_cfg = WithLd(TinyConfig(TmpDir() + "/straight" + tag), alpha, mode);
+  const Config straight_cfg = WithLd(TinyConfig(TmpDir() + "/straight" + tag), alpha, mode, pool);
   Session straight = MakeSession(straight_cfg);
   ASSERT_TRUE(straight.trainer->Run().ok());
   ASSERT_EQ(straight.trainer->losses().size(), 6u);
 
   // 3 steps, stop (a checkpoint of step 3 is written), a new process resumes to 6.
-  const Config cfg = WithLd(TinyConfig(TmpDir() + "/interrupted" + tag), alpha, mode);
+  const Config cfg = WithLd(TinyConfig(TmpDir() + "/interrupted" + tag), alpha, mode, pool);
   std::vector<float> losses;
   {
     Session first = MakeSession(cfg);
@@ -175,6 +178,42 @@ TEST_F(TrainerTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
 TEST_F(TrainerTest, ResumeIsBitIdenticalWithTheDiscriminativeLoss) {
   ExpectBitIdenticalResume("_ld_sequence", 0.5f, unified_train::ObjectiveConfig::SEQUENCE);
   ExpectBitIdenticalResume("_ld_paper", 0.5f, unified_train::ObjectiveConfig::PAPER);
+}
+
+// GLOBAL_BATCH: one L_d pool over the step's 2 micro-batches (the gradient cache).
+TEST_F(TrainerTest, ResumeIsBitIdenticalWithAGlobalBatchPool) {
+  ExpectBitIdenticalResume("_ld_global", 0.5f, unified_train::ObjectiveConfig::SEQUENCE,
+                           unified_train::ObjectiveConfig::GLOBAL_BATCH);
+}
+
+// MICRO_BATCH pools of ld_round = 2 are the same pools as GLOBAL_BATCH here
+// (grad_accum 2); ld_round must divide grad_accum.
+TEST_F(TrainerTest, LdRoundPoolsConsecutiveMicroBatches) {
+  using unified_train::ObjectiveConfig;
+  const Config round_cfg = WithLd(TinyConfig(TmpDir() + "/round2"), 0.5f,
+                                  ObjectiveConfig::SEQUENCE, ObjectiveConfig::MICRO_BATCH);
+  Session round = MakeSession(round_cfg);
+  round.trainer->set_ld_round(2);
+  ASSERT_TRUE(round.trainer->Run(/*stop_at=*/2).ok());
+  const Config global_cfg = WithLd(TinyConfig(TmpDir() + "/global2"), 0.5f,
+                                   ObjectiveConfig::SEQUENCE, ObjectiveConfig::GLOBAL_BATCH);
+  Session global = MakeSession(global_cfg);
+  ASSERT_TRUE(global.trainer->Run(/*stop_at=*/2).ok());
+  EXPECT_EQ(round.trainer->losses(), global.trainer->losses());
+  EXPECT_EQ(std::memcmp(round.model->param_data(), global.model->param_data(),
+                        round.model->num_params() * 4), 0);
+  // ...and differ from pools of one micro-batch.
+  Session single = MakeSession(WithLd(TinyConfig(TmpDir() + "/round1"), 0.5f,
+                                      ObjectiveConfig::SEQUENCE, ObjectiveConfig::MICRO_BATCH));
+  ASSERT_TRUE(single.trainer->Run(/*stop_at=*/2).ok());
+  EXPECT_NE(single.trainer->losses(), round.trainer->losses());
+
+  Session bad = MakeSession(WithLd(TinyConfig(TmpDir() + "/round3"), 0.5f,
+                                   ObjectiveConfig::SEQUENCE, ObjectiveConfig::MICRO_BATCH));
+  bad.trainer->set_ld_round(3);
+  const absl::Status st = bad.trainer->Run();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("train.grad_accum = 2"), std::string::npos) << st;
 }
 
 TEST_F(TrainerTest, CheckpointsEveryCkptEveryStepsAndKeepsTheNewest) {
