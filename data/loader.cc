@@ -41,19 +41,15 @@ struct Built {
   std::vector<std::string> dropped;
 };
 
-bool operator==(const Position& a, const Position& b) {
-  return a.epoch == b.epoch && a.index == b.index;
-}
-
 }  // namespace
 
 struct Loader::Impl {
   LoaderOptions options;
   const Tokenizer* tokenizer = nullptr;
   std::string manifest_dir;
-  std::vector<Sample> samples;     // this shard, manifest order
+  std::vector<Sample> samples;     // the whole split (every rank), manifest order
   std::vector<Prepared> prepared;  // parallel to samples
-  int64_t batches_per_epoch = 0;
+  int64_t batches_per_epoch = 0;   // of the single-process (global) stream
   int64_t create_skipped = 0;      // dropped by Create (unreadable image header)
 
   // Epoch plan cache: batches of indices into `samples`.
@@ -61,13 +57,14 @@ struct Loader::Impl {
   int64_t plan_epoch = -1;
   std::vector<std::vector<int>> plan;
 
-  // Consumer state, prefetch queue and counters (all under mu).
+  // Consumer state, prefetch queue and counters (all under mu). Positions
+  // here are local: k = how many of this rank's micro-batches come before.
   std::mutex mu;
   std::condition_variable cv;
-  Position consume_pos, produce_pos;
+  int64_t consume_k = 0, produce_k = 0;
   uint64_t generation = 0;  // bumped by Seek; stale results are discarded
   struct Ready {
-    Position pos;
+    int64_t k;
     Built built;
   };
   std::deque<Ready> ready;
@@ -79,13 +76,13 @@ struct Loader::Impl {
 
   Prepared Prepare(const Sample& s) const;
   Built Build(const std::vector<const Prepared*>& rows, bool add_eos) const;
-  Built BuildAt(const Position& pos);
-  void Advance(Position* p) const {
-    if (++p->index >= batches_per_epoch) {
-      p->index = 0;
-      ++p->epoch;
-    }
+  Built BuildAt(int64_t k);
+  // Global stream position of flat micro-batch number `flat` (epoch-major).
+  Position GlobalPosition(int64_t flat) const {
+    return Position{flat / batches_per_epoch, flat % batches_per_epoch};
   }
+  // This rank's k-th micro-batch is global micro-batch k * dp_size + dp_rank.
+  int64_t GlobalIndexOf(int64_t k) const { return k * options.dp_size + options.dp_rank; }
   void WorkerLoop();
 };
 
@@ -224,10 +221,13 @@ Built Loader::Impl::Build(const std::vector<const Prepared*>& rows, bool add_eos
   return out;
 }
 
-// Epoch plan: shuffle (seed, epoch), sort by length within windows of
-// 64 * micro_batch_size, cut into micro-batches, shuffle batch order within
-// each window; the incomplete last batch is dropped.
-Built Loader::Impl::BuildAt(const Position& pos) {
+// Epoch plan (of the whole split, identical on every rank): shuffle (seed,
+// epoch), sort by length within windows of 64 * micro_batch_size, cut into
+// micro-batches, shuffle batch order within each window; the incomplete last
+// batch is dropped. This rank's k-th micro-batch is the plan's entry for
+// global micro-batch k * dp_size + dp_rank; only that one is built (decoded).
+Built Loader::Impl::BuildAt(int64_t k) {
+  const Position pos = GlobalPosition(GlobalIndexOf(k));
   std::vector<const Prepared*> rows;
   {
     std::lock_guard<std::mutex> lock(plan_mu);
@@ -264,15 +264,14 @@ void Loader::Impl::WorkerLoop() {
       return stop || static_cast<int>(ready.size()) + in_flight < options.prefetch;
     });
     if (stop) return;
-    const Position pos = produce_pos;
-    Advance(&produce_pos);
+    const int64_t k = produce_k++;
     const uint64_t gen = generation;
     ++in_flight;
     lock.unlock();
-    Built built = BuildAt(pos);
+    Built built = BuildAt(k);
     lock.lock();
     --in_flight;
-    if (gen == generation) ready.push_back({pos, std::move(built)});
+    if (gen == generation) ready.push_back({k, std::move(built)});
     cv.notify_all();
   }
 }
@@ -316,7 +315,7 @@ absl::StatusOr<std::unique_ptr<Loader>> Loader::Create(const LoaderOptions& opti
   m.options = options;
   m.tokenizer = tokenizer;
   m.manifest_dir = Dirname(options.manifest);
-  // Every rank checks every sample so that all ranks agree on the shards.
+  // Every rank checks every sample so that all ranks agree on the plan.
   std::vector<Sample> valid;
   for (Sample& s : all) {
     absl::Status status;
@@ -341,18 +340,15 @@ absl::StatusOr<std::unique_ptr<Loader>> Loader::Create(const LoaderOptions& opti
     LOG(WARNING) << options.manifest << ": skipped " << m.create_skipped
                  << " samples with unreadable images";
   }
-  // Shard: sample i (of the readable ones) goes to rank i % dp_size; every
-  // rank gets the same count (the remainder is left out).
-  const int64_t per_rank = static_cast<int64_t>(valid.size()) / options.dp_size;
-  for (int64_t i = 0; i < per_rank; ++i) {
-    m.samples.push_back(std::move(valid[i * options.dp_size + options.dp_rank]));
-  }
-  m.batches_per_epoch = per_rank / options.micro_batch_size;
+  // No sample-level sharding: every rank plans the whole split and takes
+  // every dp_size-th micro-batch of it (see BuildAt).
+  m.samples = std::move(valid);
+  const int64_t n = static_cast<int64_t>(m.samples.size());
+  m.batches_per_epoch = n / options.micro_batch_size;
   if (m.batches_per_epoch == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        options.manifest, ": only ", per_rank, " usable samples per data-parallel rank (dp_size ",
-        options.dp_size, "), fewer than micro_batch_size ", options.micro_batch_size,
-        "; use more data or a smaller micro batch"));
+        options.manifest, ": only ", n, " usable samples, fewer than micro_batch_size ",
+        options.micro_batch_size, "; use more data or a smaller micro batch"));
   }
   m.prepared.reserve(m.samples.size());
   for (const Sample& s : m.samples) m.prepared.push_back(m.Prepare(s));
@@ -365,16 +361,16 @@ absl::StatusOr<Batch> Loader::Next() {
   while (true) {
     Built built;
     if (m.options.prefetch == 0) {
-      Position pos;
+      int64_t k;
       {
         std::lock_guard<std::mutex> lock(m.mu);
-        pos = m.consume_pos;
+        k = m.consume_k;
       }
-      built = m.BuildAt(pos);
+      built = m.BuildAt(k);
     } else {
       std::unique_lock<std::mutex> lock(m.mu);
       m.cv.wait(lock, [&] { return !m.ready.empty(); });
-      CHECK(m.ready.front().pos == m.consume_pos);
+      CHECK_EQ(m.ready.front().k, m.consume_k);
       built = std::move(m.ready.front().built);
       m.ready.pop_front();
       m.cv.notify_all();
@@ -385,7 +381,7 @@ absl::StatusOr<Batch> Loader::Next() {
     }
     {
       std::lock_guard<std::mutex> lock(m.mu);
-      m.Advance(&m.consume_pos);
+      ++m.consume_k;
       m.truncated += built.batch->truncated;
       m.skipped_ids.insert(built.dropped.begin(), built.dropped.end());
     }
@@ -396,19 +392,25 @@ absl::StatusOr<Batch> Loader::Next() {
 
 Position Loader::position() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->consume_pos;
+  return impl_->GlobalPosition(impl_->consume_k * impl_->options.dp_size);
 }
 
 void Loader::Seek(const Position& p) {
   Impl& m = *impl_;
   CHECK(p.epoch >= 0 && p.index >= 0) << "Seek to a negative position";
-  Position q = p;
-  q.epoch += q.index / m.batches_per_epoch;
-  q.index %= m.batches_per_epoch;
+  const int64_t flat = p.epoch * m.batches_per_epoch + p.index;
+  const int dp = m.options.dp_size;
+  if (flat % dp != 0) {
+    LOG(WARNING) << "loader " << m.options.manifest << " (dp rank " << m.options.dp_rank << "/"
+                 << dp << "): position " << p.epoch << ":" << p.index << " (global micro-batch "
+                 << flat << ") is not a multiple of dp_size; resuming from the round start "
+                 << (flat / dp) * dp << " (was the checkpoint written with another data-parallel "
+                 << "size?)";
+  }
   std::lock_guard<std::mutex> lock(m.mu);
   ++m.generation;
   m.ready.clear();
-  m.consume_pos = m.produce_pos = q;
+  m.consume_k = m.produce_k = flat / dp;
   m.cv.notify_all();
 }
 

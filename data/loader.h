@@ -1,12 +1,34 @@
 // Deterministic micro-batch loader over a JSONL manifest.
 //
 // Order: a seeded shuffle per epoch (seed, epoch) of the split's samples,
-// sharded by DP rank (sample i goes to rank i % dp_size), then grouped by
-// length (sort within windows of 64 * micro_batch_size samples) so rows of a
-// micro-batch have similar lengths, padded to the longest row. The batch at
-// a given Position is a pure function of (config, seed, position): resuming
+// then grouped by length (sort within windows of 64 * micro_batch_size
+// samples) so rows of a micro-batch have similar lengths, padded to the
+// longest row. This is the single-process (global) stream: micro-batches
+// j = 0, 1, 2, ... numbered across epochs (j = epoch * batches_per_epoch() +
+// index).
+//
+// Data parallelism strides micro-batches, not samples: DP rank d yields
+// exactly the global micro-batches j = m * dp_size + d for m = 0, 1, ...
+// (same shuffle, same length grouping, same padding), so the dp_size ranks'
+// m-th micro-batches together are the m-th "round" of the one-process
+// stream and a DP step sees the same global batch as one process. Every rank
+// reads and tokenizes the whole split (the plan needs every length) but only
+// builds (decodes the images of) its own micro-batches.
+//
+// Position is GLOBAL: position() is the global stream position of the start
+// of this rank's current round, i.e. micro-batch k * dp_size after this rank
+// has taken k micro-batches. At a step boundary all DP ranks report the same
+// Position, equal to the one-process reference's position after the same
+// global batches; a checkpoint saves it once. The batch at a given Position
+// is a pure function of (config, seed, position, dp_rank, dp_size): resuming
 // from a saved Position reproduces the stream exactly. A background thread
 // prepares `prefetch` batches ahead.
+//
+// Exactness caveat: under on_bad_image = SKIP a micro-batch whose every
+// sample is dropped is skipped; one process then takes the next global
+// micro-batch while a DP rank takes its own next one, so the layouts diverge
+// from that point (never happens when image headers are checked at Create
+// and the files do not change mid-run).
 #pragma once
 
 #include <cstdint>
@@ -36,7 +58,7 @@ struct LoaderOptions {
 
 struct Position {
   int64_t epoch = 0;
-  int64_t index = 0;  // micro-batches consumed within the epoch
+  int64_t index = 0;  // global micro-batches consumed within the epoch (all DP ranks)
 };
 
 class Loader {
@@ -46,17 +68,21 @@ class Loader {
                                                         const Tokenizer* tokenizer);
   ~Loader();
 
-  // The next micro-batch; advances position(). Errors: unreadable image under
+  // This rank's next micro-batch; advances position() by dp_size global
+  // micro-batches (one round). Errors: unreadable image under
   // the FAIL policy (names sample id and path).
   absl::StatusOr<Batch> Next();
-  Position position() const;
+  Position position() const;  // global, at this rank's round start (see top)
+  // Resume at a global position. One that is not a multiple of dp_size (a
+  // checkpoint from another DP layout) is rounded down to its round start,
+  // with a warning. An index past the epoch's end carries into later epochs.
   void Seek(const Position& p);
 
-  int64_t num_samples() const;       // in this rank's shard
-  int64_t batches_per_epoch() const;
+  int64_t num_samples() const;       // the whole split (every rank plans all of it)
+  int64_t batches_per_epoch() const; // of the global stream; this rank gets ~1/dp_size
   int64_t skipped_images() const;    // samples dropped under the SKIP policy
   int64_t truncated() const;         // samples cut to seq_len so far
-  const std::vector<Sample>& samples() const;  // this shard, manifest order
+  const std::vector<Sample>& samples() const;  // the whole split, manifest order
 
   // Builds a batch from explicit samples (evaluation, tests). With
   // `add_eos` false the last text slice gets no eos (a generation prompt).

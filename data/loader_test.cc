@@ -6,6 +6,7 @@
 
 #include <sys/stat.h>
 
+#include "absl/strings/str_cat.h"
 #include "data/manifest.h"
 #include "glog/logging.h"
 #include "data/test_util.h"
@@ -304,25 +305,89 @@ TEST(LoaderTest, SeekReproducesTheStream) {
   ExpectSameBatch(*a->Next(), expected[0]);
 }
 
-TEST(LoaderTest, DataParallelShards) {
+// The DP ranks' streams interleave to the one-process stream, batch for
+// batch, across epoch boundaries (5 micro-batches per epoch: rounds straddle
+// epochs for dp 2 and 3), with the same global positions at round starts.
+TEST(LoaderTest, DataParallelRanksStrideTheGlobalStream) {
   const std::string dir = MakeDataset(21);
   LoaderOptions o = Options(dir);
-  o.dp_size = 2;
-  std::set<std::string> ids[2];
-  for (int rank = 0; rank < 2; ++rank) {
-    o.dp_rank = rank;
-    auto loader = MustCreate(o);
-    EXPECT_EQ(loader->num_samples(), 10);
-    EXPECT_EQ(loader->batches_per_epoch(), 2);
-    for (const Sample& s : loader->samples()) ids[rank].insert(s.id);
-    EXPECT_EQ(loader->samples()[0].id, rank == 0 ? "s0" : "s1");
-    for (int i = 0; i < 2; ++i) {
-      for (const auto& id : NextIds(*loader)) EXPECT_EQ(ids[rank].count(id), 1u);
+  auto single = MustCreate(o);
+  ASSERT_EQ(single->batches_per_epoch(), 5);
+  std::vector<Batch> global;
+  std::vector<Position> global_pos;  // position before global micro-batch j
+  for (int j = 0; j < 24; ++j) {
+    global_pos.push_back(single->position());
+    auto b = single->Next();
+    ASSERT_TRUE(b.ok()) << b.status();
+    global.push_back(std::move(*b));
+  }
+  for (int dp : {2, 3}) {
+    std::vector<std::unique_ptr<Loader>> ranks;
+    for (int d = 0; d < dp; ++d) {
+      o.dp_size = dp;
+      o.dp_rank = d;
+      o.prefetch = d % 2 == 0 ? 2 : 0;  // prefetch or not, same stream
+      ranks.push_back(MustCreate(o));
+      EXPECT_EQ(ranks.back()->num_samples(), 21);
+      EXPECT_EQ(ranks.back()->batches_per_epoch(), 5);
+    }
+    for (int m = 0; m * dp + dp <= static_cast<int>(global.size()); ++m) {
+      for (int d = 0; d < dp; ++d) {
+        const Position p = ranks[d]->position();
+        EXPECT_EQ(p.epoch, global_pos[m * dp].epoch) << "dp " << dp << " round " << m;
+        EXPECT_EQ(p.index, global_pos[m * dp].index) << "dp " << dp << " round " << m;
+        auto b = ranks[d]->Next();
+        ASSERT_TRUE(b.ok()) << b.status();
+        SCOPED_TRACE(absl::StrCat("dp ", dp, " rank ", d, " round ", m));
+        ExpectSameBatch(*b, global[m * dp + d]);
+      }
+    }
+    // Resume from a round start saved by any rank (or by the one-process run).
+    for (int d = 0; d < dp; ++d) {
+      o.dp_size = dp;
+      o.dp_rank = d;
+      auto resumed = MustCreate(o);
+      resumed->Seek(global_pos[2 * dp]);
+      for (int m = 2; m < 4; ++m) ExpectSameBatch(*resumed->Next(), global[m * dp + d]);
+      // A position inside a round (another layout's checkpoint) rounds down.
+      resumed->Seek(global_pos[2 * dp + 1]);
+      EXPECT_EQ(resumed->position().epoch, global_pos[2 * dp].epoch);
+      EXPECT_EQ(resumed->position().index, global_pos[2 * dp].index);
+      ExpectSameBatch(*resumed->Next(), global[2 * dp + d]);
     }
   }
-  for (const auto& id : ids[0]) EXPECT_EQ(ids[1].count(id), 0u) << id;
+  o.dp_size = 2;
   o.dp_rank = 2;
   EXPECT_FALSE(Loader::Create(o, &SmallTokenizer()).ok());
+}
+
+// A rank builds only its own micro-batches: an image broken after its header
+// fails the rank whose micro-batch holds it, never the other rank.
+TEST(LoaderTest, DataParallelRankDecodesOnlyItsOwnMicroBatches) {
+  const std::string dir = MakeDataset(16);
+  LoaderOptions o = Options(dir);  // 4 micro-batches of 4 per epoch
+  o.prefetch = 0;
+  auto single = MustCreate(o);
+  auto first = single->Next();
+  ASSERT_TRUE(first.ok());
+  const std::string victim = first->sample_ids[0];  // in global micro-batch 0 -> rank 0
+  const std::string path = dir + "/images/" + victim.substr(1) + ".png";
+  testing::WriteTextFile(path, testing::ReadFileBytes(path).substr(0, 60));  // header intact
+  o.dp_size = 2;
+  for (int d = 0; d < 2; ++d) {
+    o.dp_rank = d;
+    auto loader = MustCreate(o);
+    for (int m = 0; m < 2; ++m) {  // one epoch: rank d gets global 2m + d
+      auto b = loader->Next();
+      if (d == 0 && m == 0) {
+        ASSERT_FALSE(b.ok());
+        EXPECT_NE(b.status().message().find(victim), std::string::npos) << b.status();
+        loader->Seek({0, 2});  // a failed batch does not advance: skip its round
+      } else {
+        EXPECT_TRUE(b.ok()) << "rank " << d << " round " << m << ": " << b.status();
+      }
+    }
+  }
 }
 
 TEST(LoaderTest, UnreadableImagesFailOrSkip) {
