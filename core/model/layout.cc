@@ -1,9 +1,13 @@
 #include "core/model/layout.h"
 
+#include <cstring>
 #include <string>
+#include <unordered_map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/rng.h"
+#include "glog/logging.h"
 
 namespace ut::model {
 namespace {
@@ -28,6 +32,7 @@ class Builder {
     p.name = name;
     p.numel = 1;
     for (int64_t s : shape) p.numel *= s;
+    p.global_shape = shape;
     p.shape = std::move(shape);
     p.offset = layout_->total;
     p.decay = decay;
@@ -168,6 +173,194 @@ Layout BuildLayout(const Dims& d) {
   rp.l2_w = b.Add("retrieval_projector.linear_2.weight", {R, R}, true);
   rp.l2_b = b.Add("retrieval_projector.linear_2.bias", {R}, false);
   return out;
+}
+
+absl::StatusOr<Dims> LocalDims(const Dims& global, int tp_rank, int tp_size) {
+  if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor-parallel rank ", tp_rank, " of parallel.tp = ", tp_size,
+                     " is out of range"));
+  }
+  struct Field {
+    const char* name;
+    int* value;
+  };
+  Dims d = global;
+  const Field fields[] = {{"model.llm.heads", &d.heads},        {"model.llm.kv_heads", &d.kv_heads},
+                          {"model.llm.ffn", &d.ffn},            {"model.llm.vocab_size", &d.vocab},
+                          {"model.vision.heads", &d.vheads},    {"model.vision.mlp", &d.vmlp}};
+  for (const Field& f : fields) {
+    if (*f.value % tp_size != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.name, " (", *f.value, ") is not divisible by parallel.tp (", tp_size,
+                       "): choose a TP size that divides it"));
+    }
+    *f.value /= tp_size;
+  }
+  d.tp_rank = tp_rank;
+  d.tp_size = tp_size;
+  d.vocab_start = tp_rank * d.vocab;
+  return d;
+}
+
+absl::StatusOr<ModelShard> ResolveShard(const Dims& global, const ModelShard& shard) {
+  const int L = global.layers;
+  if (shard.tp_size < 1 || shard.tp_rank < 0 || shard.tp_rank >= shard.tp_size) {
+    return absl::InvalidArgumentError(absl::StrCat("model shard: tp_rank ", shard.tp_rank,
+                                                   " of tp_size ", shard.tp_size,
+                                                   " is out of range"));
+  }
+  if (shard.chunks.empty()) {
+    return absl::InvalidArgumentError("model shard holds no chunks");
+  }
+  ModelShard out = shard;
+  int prev_end = 0;
+  for (size_t k = 0; k < out.chunks.size(); ++k) {
+    ModelShard::Chunk& c = out.chunks[k];
+    if (c.end == -1) c.end = L;
+    if (c.begin < prev_end || c.begin >= c.end || c.end > L || c.pre != (c.begin == 0) ||
+        c.post != (c.end == L)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model shard chunk ", k, " = layers [", c.begin, ",", c.end, ") pre=", c.pre,
+          " post=", c.post, " is invalid for model.llm.layers = ", L,
+          ": chunks must be non-empty, in order, non-overlapping, pre iff they start at 0 and "
+          "post iff they end at the last layer (use PartitionLayers/ShardFor)"));
+    }
+    prev_end = c.end;
+  }
+  if (global.tied && !(out.chunks.front().pre && out.chunks.back().post)) {
+    return absl::UnimplementedError(
+        "model.llm.tie_embeddings needs embed_tokens and lm_head on the same rank; a shard "
+        "holding only one of them is not supported yet: untie the embeddings or use pp = 1");
+  }
+  return out;
+}
+
+int TpSplitDim(const std::string& name) {
+  if (absl::StartsWith(name, "retrieval_projector.")) return -1;
+  if (absl::StartsWith(name, "multi_modal_projector.")) {
+    if (absl::StrContains(name, "linear_1.")) return 0;
+    return absl::EndsWith(name, "linear_2.weight") ? 1 : -1;
+  }
+  static const char* const kRows[] = {
+      "self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight",
+      "self_attn.k_proj.bias",   "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+      "mlp.fc1.weight",          "mlp.fc1.bias",          "mlp.gate_proj.weight",
+      "mlp.up_proj.weight",      "embed_tokens.weight",   "lm_head.weight"};
+  static const char* const kCols[] = {"self_attn.out_proj.weight", "self_attn.o_proj.weight",
+                                      "mlp.fc2.weight", "mlp.down_proj.weight"};
+  for (const char* s : kRows) {
+    if (absl::EndsWith(name, s)) return 0;
+  }
+  for (const char* s : kCols) {
+    if (absl::EndsWith(name, s)) return 1;
+  }
+  return -1;
+}
+
+Layout BuildLayout(const Dims& global, const ModelShard& shard) {
+  const Layout full = BuildLayout(global);
+  const int L = global.layers, T = shard.tp_size;
+  // Which chunk-part owns a global offset: -1 pre, L post, else the layer.
+  auto owner = [&](int64_t off) {
+    if (off <= full.decoder.embed) return -1;  // vision, projector, embed (in this order)
+    if (off >= full.decoder.norm_w) return L;
+    int l = 0;
+    while (l + 1 < L && full.decoder.layers[l + 1].ln1_w <= off) ++l;
+    return l;
+  };
+  auto held = [&](int part) {
+    for (const ModelShard::Chunk& c : shard.chunks) {
+      if ((part == -1 && c.pre) || (part == L && c.post) || (part >= c.begin && part < c.end)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  Layout out;
+  std::unordered_map<int64_t, int64_t> local_of;  // global offset -> local offset
+  for (const ParamInfo& g : full.params) {
+    if (!held(owner(g.offset))) continue;
+    ParamInfo p = g;
+    if (T > 1) p.shard_dim = TpSplitDim(g.name);
+    if (p.shard_dim >= 0) {
+      CHECK_EQ(p.shape[p.shard_dim] % T, 0) << g.name;
+      p.shape[p.shard_dim] /= T;
+      p.shard_start = p.shape[p.shard_dim] * shard.tp_rank;
+      p.numel /= T;
+    }
+    p.offset = out.total;
+    out.total += p.numel;
+    local_of[g.offset] = p.offset;
+    out.params.push_back(std::move(p));
+  }
+  // The offset structs, translated (-1 where not held).
+  auto tr = [&](int64_t off) {
+    auto it = local_of.find(off);
+    return it == local_of.end() ? int64_t{-1} : it->second;
+  };
+  out.vit = full.vit;
+  out.vit.patch_w = tr(full.vit.patch_w);
+  out.vit.patch_b = tr(full.vit.patch_b);
+  out.vit.pos = tr(full.vit.pos);
+  out.vit.post_w = tr(full.vit.post_w);
+  out.vit.post_b = tr(full.vit.post_b);
+  for (VitLayerOffsets& o : out.vit.layers) {
+    for (int64_t* f : {&o.ln1_w, &o.ln1_b, &o.q_w, &o.q_b, &o.k_w, &o.k_b, &o.v_w, &o.v_b, &o.o_w,
+                       &o.o_b, &o.ln2_w, &o.ln2_b, &o.fc1_w, &o.fc1_b, &o.fc2_w, &o.fc2_b}) {
+      *f = tr(*f);
+    }
+  }
+  out.projector = {tr(full.projector.l1_w), tr(full.projector.l1_b), tr(full.projector.l2_w),
+                   tr(full.projector.l2_b)};
+  out.decoder = full.decoder;
+  out.decoder.embed = tr(full.decoder.embed);
+  out.decoder.norm_w = tr(full.decoder.norm_w);
+  out.decoder.lm_head = tr(full.decoder.lm_head);
+  for (DecoderLayerOffsets& o : out.decoder.layers) {
+    for (int64_t* f : {&o.ln1_w, &o.q_w, &o.k_w, &o.v_w, &o.o_w, &o.ln2_w, &o.gate_w, &o.up_w,
+                       &o.down_w}) {
+      *f = tr(*f);
+    }
+  }
+  out.retrieval = {tr(full.retrieval.l1_w), tr(full.retrieval.l1_b), tr(full.retrieval.l2_w),
+                   tr(full.retrieval.l2_b)};
+  return out;
+}
+
+namespace {
+
+// Rows of the slice: for shard_dim 0 one block; for 1 `outer` rows of `cols`
+// contiguous floats each, `full_cols` apart in the full tensor.
+struct SliceGeometry {
+  int64_t outer, cols, full_cols, start;
+};
+
+SliceGeometry GeometryOf(const ParamInfo& p) {
+  int64_t inner = 1;  // elements per index of shard_dim (product of the later dims)
+  for (size_t i = p.shard_dim + 1; i < p.shape.size(); ++i) inner *= p.shape[i];
+  if (p.shard_dim <= 0) {
+    const int64_t start = p.shard_dim < 0 ? 0 : p.shard_start * inner;
+    return {1, p.numel, p.numel, start};
+  }
+  CHECK_EQ(p.shard_dim, 1) << p.name;
+  return {p.shape[0], p.shape[1] * inner, p.global_shape[1] * inner, p.shard_start * inner};
+}
+
+}  // namespace
+
+void ExtractSlice(const ParamInfo& p, const float* full, float* local) {
+  const SliceGeometry g = GeometryOf(p);
+  for (int64_t r = 0; r < g.outer; ++r) {
+    std::memcpy(local + r * g.cols, full + r * g.full_cols + g.start, sizeof(float) * g.cols);
+  }
+}
+
+void InsertSlice(const ParamInfo& p, const float* local, float* full) {
+  const SliceGeometry g = GeometryOf(p);
+  for (int64_t r = 0; r < g.outer; ++r) {
+    std::memcpy(full + r * g.full_cols + g.start, local + r * g.cols, sizeof(float) * g.cols);
+  }
 }
 
 void InitParams(float* params, const std::vector<ParamInfo>& list, float init_std, uint64_t seed) {

@@ -9,6 +9,7 @@
 #include "core/base/config.h"
 #include "core/base/status.h"
 #include "core/model/mllm.h"
+#include "core/model/shard.h"
 
 namespace ut::model {
 
@@ -38,10 +39,32 @@ struct Dims {
   bool tied = false;  // lm_head is embed_tokens
   // Retrieval projector.
   int retrieval = 0;  // R
+
+  // Tensor parallelism. MakeDims gives tp_size 1 (the whole model). LocalDims
+  // gives this rank's share: then vheads, vmlp, heads, kv_heads, ffn and vocab
+  // hold the LOCAL counts (global / tp_size) and vocab_start the first global
+  // vocab row; widths (vwidth, width), head dims and the rest stay global.
+  int tp_rank = 0;
+  int tp_size = 1;
+  int vocab_start = 0;
 };
 
 // Checks the model config and derives Dims; errors name the field to change.
 absl::StatusOr<Dims> MakeDims(const unified_train::ModelConfig& config);
+
+// This TP rank's Dims (see Dims). Errors name the field that tp_size must
+// divide (model.llm.heads, kv_heads, ffn, vocab_size, model.vision.heads, mlp).
+absl::StatusOr<Dims> LocalDims(const Dims& global, int tp_rank, int tp_size);
+
+// Checks a shard against the model (chunk ranges in order, non-overlapping,
+// pre iff begin == 0, post iff end == layers, tp_rank < tp_size) and resolves
+// end == -1 to the layer count.
+absl::StatusOr<ModelShard> ResolveShard(const Dims& global, const ModelShard& shard);
+
+// How tensor parallelism splits the parameter `name` (an HF name of mllm.h):
+// 0 rows (column-parallel weights and their biases, vocab-parallel embed_tokens
+// and lm_head), 1 columns (row-parallel weights), -1 replicated.
+int TpSplitDim(const std::string& name);
 
 // Offsets (in floats) of one ViT block's parameters.
 struct VitLayerOffsets {
@@ -89,6 +112,17 @@ struct Layout {
 
 // The parameter list of mllm.h, in that order.
 Layout BuildLayout(const Dims& d);
+
+// The parameters a shard (ResolveShard'ed) holds: the global list filtered to
+// its chunks, in global order, TP-split ones with local shapes (global_shape,
+// shard_dim, shard_start say which slice). Offsets of parameters the shard
+// does not hold are -1 in the offset structs.
+Layout BuildLayout(const Dims& global, const ModelShard& shard);
+
+// full: the whole tensor (p.global_shape) -> local [p.shape]: this shard's slice.
+void ExtractSlice(const ParamInfo& p, const float* full, float* local);
+// The inverse: writes local [p.shape] into its place in full [p.global_shape].
+void InsertSlice(const ParamInfo& p, const float* local, float* full);
 
 // The init recipe documented at MLLM::InitParams.
 void InitParams(float* params, const std::vector<ParamInfo>& list, float init_std, uint64_t seed);

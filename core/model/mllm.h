@@ -1,5 +1,8 @@
 // The multimodal LLM: ViT encoder -> 2-layer GELU projector -> LLaMA-style
-// decoder (DESIGN.md section 2), single process, CPU, f32.
+// decoder (DESIGN.md section 2), CPU, f32. One object holds the whole model
+// (Create(config)) or one rank's shard (core/model/shard.h: some pipeline
+// chunks, tensor-parallel over a TP communicator; params() then lists only
+// the local slices, see ParamInfo).
 //
 // All parameters live in ONE contiguous buffer and all gradients in another,
 // laid out in the order of params(); names follow the Hugging Face LLaVA
@@ -34,15 +37,21 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/base/config.h"
 #include "core/base/status.h"
+#include "core/model/shard.h"
 #include "data/batch.h"
 
 namespace ut {
+
+namespace comm {
+class Communicator;
+}  // namespace comm
 
 struct ParamInfo {
   std::string name;            // Hugging Face LLaVA name
@@ -50,13 +59,36 @@ struct ParamInfo {
   int64_t offset = 0;          // in floats, into param_data() / grad_data()
   int64_t numel = 0;
   bool decay = true;           // AdamW weight decay applies (matrices yes; norms, biases no)
+  // Tensor parallelism (core/model/shard.h): `shape` is this rank's local
+  // slice of a tensor of `global_shape`, split along shard_dim (-1: whole
+  // tensor, replicated over TP; 0: rows; 1: columns) starting at global index
+  // shard_start. With tp_size == 1 every tensor is whole (shard_dim -1).
+  std::vector<int64_t> global_shape;
+  int shard_dim = -1;
+  int64_t shard_start = 0;
 };
 
 class MLLM {
  public:
-  // Validates the model config (errors name the field).
+  // Validates the model config (errors name the field). The whole model.
   static absl::StatusOr<std::unique_ptr<MLLM>> Create(const unified_train::ModelConfig& config);
+  // One rank's part of the model (core/model/shard.h): the shard's chunks,
+  // tensor-parallel over `tp` (the TP group; may be null when tp_size == 1,
+  // else its size and rank must equal the shard's). params() then lists only
+  // the local parameters, in global order, with local shapes. Errors name the
+  // config field that does not split (e.g. heads not divisible by parallel.tp).
+  //
+  // With tp_size > 1 every call that runs layers (Forward, Backward,
+  // ChunkForward, ChunkBackward, EmbedSlices) makes TP collectives: all ranks
+  // of the TP group must make the same calls, in the same order, on the same
+  // batch. RetrievalForward/RetrievalBackward, InitParams and the accessors
+  // never communicate.
+  static absl::StatusOr<std::unique_ptr<MLLM>> Create(const unified_train::ModelConfig& config,
+                                                      const ModelShard& shard,
+                                                      comm::Communicator* tp);
   ~MLLM();
+
+  const ModelShard& shard() const;  // resolved: every chunk's end is set
 
   const std::vector<ParamInfo>& params() const;
   const ParamInfo* FindParam(const std::string& name) const;  // nullptr if absent
@@ -73,7 +105,9 @@ class MLLM {
   void InitParams(uint64_t seed);
   void ZeroGrad();
 
-  // Forward over a micro-batch; keeps the activations for Backward and
+  // Forward over a micro-batch through all of this shard's chunks (which must
+  // chain: the first pre, the last post, contiguous), in slot 0; keeps the
+  // activations for Backward and
   // returns the mean next-token cross-entropy over counted targets (sets
   // *count to their number if non-null).
   float Forward(const data::Batch& batch, int64_t* count = nullptr);
@@ -81,8 +115,39 @@ class MLLM {
   // accumulate into grad_data(). Exactly one Backward per Forward.
   void Backward(float loss_scale);
 
-  // After Forward: logits [B,T,V] and final hidden states after the final
-  // RMSNorm [B,T,C] (the discriminative loss reads the latter).
+  // ---- Pipeline chunks ----
+  // A slot is one micro-batch's activation set (arena, shapes, ids/pos/lens)
+  // per chunk: ChunkForward(c, s, ...) keeps chunk c's activations until
+  // ChunkBackward(c, s, ...). n >= 1 slots (default 1; Forward/Backward use 0).
+  void SetNumSlots(int n);
+  int num_slots() const;
+  // c indexes shard().chunks. in [B,T,C]: the previous chunk's output
+  // (nullptr for a pre chunk). Non-post chunks return 0 (*count = 0); a post
+  // chunk returns the mean CE (count of targets in *count) and selects `slot`.
+  float ChunkForward(int c, int slot, const data::Batch& batch, const float* in,
+                     int64_t* count = nullptr);
+  const float* chunk_output(int c, int slot) const;  // [B,T,C], non-post chunks
+  // dout [B,T,C]: gradient of chunk_output from the next chunk (nullptr for a
+  // post chunk, whose CE gradient is scaled by loss_scale and which adds the
+  // slot's final-hidden hook). Parameter grads +=.
+  void ChunkBackward(int c, int slot, const float* dout, float loss_scale);
+  const float* chunk_input_grad(int c, int slot) const;  // [B,T,C], non-pre chunks
+  // Makes logits(), final_hidden(), mutable_final_hidden_grad() and
+  // RetrievalForward/Backward refer to `slot` (of the post chunk). A post
+  // ChunkForward selects its slot; Forward selects slot 0.
+  void SelectSlot(int slot);
+
+  // Called inside ChunkBackward/Backward each time a contiguous range
+  // [begin, end) of grad_data() (floats) has received this backward's last
+  // contribution: the post tail (retrieval projector, lm_head, final norm),
+  // each decoder block, embed_tokens, projector, vision tower. One backward
+  // over all of the shard's chunks covers every parameter exactly once. Empty
+  // function: none.
+  void SetGradReadyCallback(std::function<void(int64_t begin, int64_t end)> ready);
+
+  // After Forward: logits [B,T,V] (TP: this rank's vocab columns [B,T,V/TP])
+  // and final hidden states after the final RMSNorm [B,T,C] (the
+  // discriminative loss reads the latter), of the selected slot.
   const float* logits() const;
   const float* final_hidden() const;
   // For the discriminative loss: extra gradient w.r.t. final_hidden() [B,T,C]
@@ -94,7 +159,7 @@ class MLLM {
   // Greedy decoding for evaluation: the prompt is one batch row (may contain
   // images); returns up to max_new generated token ids, stopping at eos_id
   // (which is included). Uses the first lens[0] tokens; replaces the state of
-  // the last Forward (no Backward after it).
+  // the last Forward (no Backward after it). Whole model only (no TP, one chunk).
   std::vector<int32_t> Generate(const data::Batch& prompt, int max_new, int eos_id);
 
   // ---- Retrieval embeddings (DESIGN.md section 1; core/model/retrieval.h) ----

@@ -1,15 +1,19 @@
 // The multimodal projector: visual features [Nv,Wv] -> LLM width [Nv,C] via
 // linear_1 (Wv->C) + GELU-tanh + linear_2 (C->C), both with biases.
+// Tensor parallel (tp.h): linear_1 column-parallel, linear_2 row-parallel, so
+// the hidden width is Cl = C / tp_size on each rank.
 #pragma once
 
 #include "core/model/arena.h"
 #include "core/model/layout.h"
+#include "core/model/tp.h"
 
 namespace ut::model {
 
 class Projector {
  public:
-  Projector(const Dims& dims, const ProjectorOffsets& offsets) : d_(dims), o_(offsets) {}
+  Projector(const Dims& dims, const ProjectorOffsets& offsets, const Tp& tp = {})
+      : d_(dims), o_(offsets), tp_(tp) {}
 
   void Plan(Bump& bump, int rows);
 
@@ -23,12 +27,13 @@ class Projector {
  private:
   Dims d_;
   ProjectorOffsets o_;
+  Tp tp_;
   int rows_ = 0;
   const float* inp_ = nullptr;
-  float* h_ = nullptr;    // [Nv,C] linear_1 output (pre-GELU)
-  float* g_ = nullptr;    // [Nv,C] GELU output
+  float* h_ = nullptr;    // [Nv,Cl] linear_1 output (pre-GELU)
+  float* g_ = nullptr;    // [Nv,Cl] GELU output
   float* out_ = nullptr;  // [Nv,C]
-  float* dg_ = nullptr;   // [Nv,C] backward scratch
+  float* dg_ = nullptr;   // [Nv,Cl] backward scratch
 };
 
 }  // namespace ut::model

@@ -2,18 +2,23 @@
 // embedding, pre-LN blocks (LayerNorm, bidirectional MHA with biases, GELU-tanh
 // MLP), post LayerNorm. No class token. Shapes use NI images, NP patches per
 // image, Nv = NI*NP rows, Wv width, Fv MLP width, Hv heads of Dv.
+// Tensor parallel (tp.h; dims from LocalDims): q/k/v and fc1 are
+// column-parallel, out_proj and fc2 row-parallel; Hv and Fv are then this
+// rank's share and Wa = Hv*Dv (== Wv without TP) is the local attention width.
 #pragma once
 
 #include <vector>
 
 #include "core/model/arena.h"
 #include "core/model/layout.h"
+#include "core/model/tp.h"
 
 namespace ut::model {
 
 class VisionTower {
  public:
-  VisionTower(const Dims& dims, const VitOffsets& offsets) : d_(dims), o_(offsets) {}
+  VisionTower(const Dims& dims, const VitOffsets& offsets, const Tp& tp = {})
+      : d_(dims), o_(offsets), tp_(tp) {}
 
   // Carves activations for `images` images out of the arena (bump order
   // depends only on `images`).
@@ -33,10 +38,10 @@ class VisionTower {
     float* ln1;    // [Nv,Wv] layer_norm1 output
     float* mean1;  // [Nv]
     float* rstd1;  // [Nv]
-    float* q;      // [Nv,Wv] = [NI,NP,Hv,Dv]
-    float* k;      // [Nv,Wv]
-    float* v;      // [Nv,Wv]
-    float* att;    // [Nv,Wv] attention output before out_proj
+    float* q;      // [Nv,Wa] = [NI,NP,Hv,Dv]
+    float* k;      // [Nv,Wa]
+    float* v;      // [Nv,Wa]
+    float* att;    // [Nv,Wa] attention output before out_proj
     float* lse;    // [NI,Hv,NP]
     float* mid;    // [Nv,Wv] residual after attention
     float* ln2;    // [Nv,Wv]
@@ -52,19 +57,21 @@ class VisionTower {
     float* post;       // [Nv,Wv]
     float* mean_post;  // [Nv]
     float* rstd_post;  // [Nv]
+    float* partial;    // [Nv,Wv] row-parallel partial sums (TP only)
     // Backward scratch.
     float* dpost;  // [Nv,Wv] gradient of post (filled by the caller)
     float* dres;   // [Nv,Wv] gradient of the residual stream
     float* dln;    // [Nv,Wv]
-    float* datt;   // [Nv,Wv]
-    float* dq;     // [Nv,Wv]
-    float* dk;     // [Nv,Wv]
-    float* dv;     // [Nv,Wv]
+    float* datt;   // [Nv,Wa]
+    float* dq;     // [Nv,Wa]
+    float* dk;     // [Nv,Wa]
+    float* dv;     // [Nv,Wa]
     float* dh;     // [Nv,Fv]
   };
 
   Dims d_;
   VitOffsets o_;
+  Tp tp_;
   int images_ = 0;
   Acts a_{};
 };
