@@ -27,6 +27,8 @@ absl::StatusOr<ProcessGrid> ProcessGrid::Create(const Config& config, int world_
   RETURN_IF_ERROR(divisible("model.llm.heads", llm.heads()));
   RETURN_IF_ERROR(divisible("model.llm.kv_heads", llm.kv_heads()));
   RETURN_IF_ERROR(divisible("model.vision.heads", vit.heads()));
+  RETURN_IF_ERROR(divisible("model.llm.ffn", llm.ffn()));    // gate/up columns, down rows
+  RETURN_IF_ERROR(divisible("model.vision.mlp", vit.mlp()));  // fc1 columns, fc2 rows
   if (llm.vocab_size() % p.tp() != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config field 'model.llm.vocab_size' = ", llm.vocab_size(),

@@ -43,6 +43,12 @@ TEST(ProcessGrid, ValidationNamesTheProblem) {
   ASSERT_FALSE(bad_vocab.ok());
   EXPECT_NE(msg(bad_vocab).find("vocab_size"), std::string::npos) << msg(bad_vocab);
 
+  Config ffn = Grid(2, 1, 1);
+  ffn.mutable_model()->mutable_llm()->set_ffn(689);
+  auto bad_ffn = ProcessGrid::Create(ffn, 2);
+  ASSERT_FALSE(bad_ffn.ok());
+  EXPECT_NE(msg(bad_ffn).find("model.llm.ffn"), std::string::npos) << msg(bad_ffn);
+
   auto too_many_stages = ProcessGrid::Create(Grid(1, 1, 8), 8);  // 4 layers by default
   ASSERT_FALSE(too_many_stages.ok());
   EXPECT_NE(msg(too_many_stages).find("model.llm.layers"), std::string::npos);
