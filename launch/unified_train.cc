@@ -26,9 +26,10 @@
 #include "core/train/evaluate.h"
 #include "core/train/trainer.h"
 #include "data/loader.h"
-#include "data/synthetic.h"
 #include "data/tokenizer.h"
+#include "launch/dist_train.h"
 #include "launch/flags.h"
+#include "launch/train_setup.h"
 #include "nlohmann/json.hpp"
 
 namespace ut {
@@ -68,20 +69,21 @@ outputs (in out_dir):
                            state.json, COMPLETE}
   eval.json              the evaluation results
 
+distributed (docs/parallel.md): started by mpirun/srun with more than one
+rank, or with parallel.tp * pp * dp > 1, every rank trains its shard of a
+TP x PP x DP grid (world size must equal tp * pp * dp), e.g.
+  mpirun -np 4 unified_train --parallel.tp=2 --parallel.pp=2
+Rank 0 prints progress, writes metrics, checkpoints (the same format: any
+layout resumes any other) and evaluates.
+
 exit status: 0 done; 2 user error (bad flag, config, data, checkpoint);
-130 stopped by SIGINT/SIGTERM after checkpointing (continue with --resume).
+130 stopped by SIGINT/SIGTERM after checkpointing (continue with --resume;
+distributed: SIGUSR1 too, which mpirun forwards to every rank).
 When run with `bazel run`, paths are relative to the workspace.
 See docs/training.md and docs/config.md.
 )";
 
-struct Flags {
-  bool help = false;
-  bool resume = false;
-  std::string config = "configs/tiny.textproto";
-  std::vector<std::string> overrides;  // "path=value", in order
-  int eval_samples = 100;
-  bool out_dir_given = false;  // --out_dir or --train.out_dir on the command line
-};
+using Flags = launch::TrainFlags;
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   ASSIGN_OR_RETURN(std::vector<launch::ParsedFlag> parsed,
@@ -119,95 +121,22 @@ absl::StatusOr<Config> ResolveConfig(const Flags& flags) {
   return config;
 }
 
-// Generates the synthetic set if the data directory has no train manifest.
-absl::Status EnsureData(const Config& config) {
-  const auto& d = config.data();
-  if (fs::exists(fs::path(d.data_dir()) / "train.jsonl")) return absl::OkStatus();
-  if (!d.generate_if_missing()) {
-    return absl::NotFoundError(absl::StrCat(
-        "data.data_dir '", d.data_dir(), "' has no train.jsonl and data.generate_if_missing is "
-        "false; point --data.data_dir at a data set (docs/data_format.md) or set "
-        "--data.generate_if_missing=true to generate the synthetic one"));
-  }
-  LOG(INFO) << "no " << d.data_dir() << "/train.jsonl: generating the synthetic data set";
-  data::SyntheticOptions o;
-  o.out_dir = d.data_dir();
-  o.image_size = config.model().vision().image_size();
-  o.num_train = d.synthetic_train();
-  o.num_val = d.synthetic_val();
-  o.num_test = d.synthetic_test();
-  o.seed = d.synthetic_seed();
-  o.vocab_size = d.tokenizer_vocab();
-  return data::GenerateSynthetic(o);
-}
-
-data::LoaderOptions LoaderOptionsFor(const Config& config, const MLLM& model,
-                                     const std::string& split) {
-  data::LoaderOptions o;
-  o.manifest = (fs::path(config.data().data_dir()) / (split + ".jsonl")).string();
-  o.seq_len = config.data().seq_len();
-  o.micro_batch_size = config.data().micro_batch_size();
-  o.image_size = config.model().vision().image_size();
-  o.visual_tokens = model.num_visual_tokens();
-  o.seed = config.data().seed();
-  o.on_bad_image = config.data().on_bad_image();
-  o.prefetch = config.data().prefetch();
-  return o;
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
-
 void OnSignal(int) { train::RequestStop(); }
 
 // Returns the process exit code (0 or 130); errors come back as a status.
-absl::StatusOr<int> Run(const Flags& flags) {
-  ASSIGN_OR_RETURN(Config config, ResolveConfig(flags));
+absl::StatusOr<int> Run(const Flags& flags, Config config) {
   RETURN_IF_ERROR(train::ValidateObjective(config.objective()));
-  std::string out_dir = config.train().out_dir();
   if (config.train().threads() > 0) omp_set_num_threads(config.train().threads());
-  if (!flags.resume && !flags.out_dir_given && train::LatestCheckpoint(out_dir).ok()) {
-    // The out_dir came from the config, not from the user: start a fresh run
-    // beside the old one (runs/tiny -> runs/tiny_2, ...) instead of refusing,
-    // so the default job can simply be run again. Nothing is overwritten.
-    std::string next;
-    for (int k = 2; fs::exists(next = absl::StrCat(out_dir, "_", k)); ++k) {
-    }
-    LOG(INFO) << "out_dir '" << out_dir << "' already holds a run; this run writes to '" << next
-              << "' (pass --resume to continue the old run instead)";
-    out_dir = next;
-    config.mutable_train()->set_out_dir(out_dir);
-  }
+  ASSIGN_OR_RETURN(const launch::OutDirPlan plan, launch::PlanOutDir(flags, &config));
+  const std::string& out_dir = plan.out_dir;
+  const std::string& resume_dir = plan.resume_dir;
 
-  // Where to start, decided before anything is written.
-  std::string resume_dir;
-  if (flags.resume) {
-    ASSIGN_OR_RETURN(resume_dir, train::LatestCheckpoint(out_dir));
-  } else if (auto existing = train::LatestCheckpoint(out_dir); existing.ok()) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "out_dir '", out_dir, "' already holds a run (", *existing, "); pass --resume to "
-        "continue it, or choose a new --out_dir"));
-  }
-
-  RETURN_IF_ERROR(EnsureData(config));
-  const std::string tokenizer_path =
-      config.data().tokenizer_model().empty()
-          ? (fs::path(config.data().data_dir()) / "tokenizer.model").string()
-          : config.data().tokenizer_model();
-  ASSIGN_OR_RETURN(std::unique_ptr<data::Tokenizer> tokenizer, data::Tokenizer::Load(tokenizer_path));
-  if (tokenizer->vocab_size() != config.model().llm().vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config field 'model.llm.vocab_size' is ", config.model().llm().vocab_size(),
-        " but the tokenizer ", tokenizer_path, " has ", tokenizer->vocab_size(),
-        " tokens; set --model.llm.vocab_size=", tokenizer->vocab_size()));
-  }
+  RETURN_IF_ERROR(launch::EnsureData(config));
+  ASSIGN_OR_RETURN(std::unique_ptr<data::Tokenizer> tokenizer, launch::LoadTokenizer(config));
   ASSIGN_OR_RETURN(std::unique_ptr<MLLM> model, MLLM::Create(config.model()));
   ASSIGN_OR_RETURN(std::unique_ptr<data::Loader> loader,
-                   data::Loader::Create(LoaderOptionsFor(config, *model, "train"), tokenizer.get()));
+                   data::Loader::Create(launch::LoaderOptionsFor(config, *model, "train"),
+                                        tokenizer.get()));
   LOG(INFO) << "model: " << model->num_params() << " parameters; data: " << loader->num_samples()
             << " training samples, " << loader->batches_per_epoch() << " micro-batches per epoch";
 
@@ -215,13 +144,7 @@ absl::StatusOr<int> Run(const Flags& flags) {
   if (!resume_dir.empty()) RETURN_IF_ERROR(trainer.Resume(resume_dir));
   RETURN_IF_ERROR(trainer.Preflight());  // data errors before anything is written
 
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot create out_dir '", out_dir, "': ",
-                                                    ec.message()));
-  }
-  RETURN_IF_ERROR(WriteFile(out_dir + "/config.textproto", ConfigToText(config)));
+  RETURN_IF_ERROR(launch::PrepareOutDir(config));
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   RETURN_IF_ERROR(trainer.Run());
@@ -243,7 +166,7 @@ absl::StatusOr<int> Run(const Flags& flags) {
                      train::EvaluateSplits(model.get(), config, *tokenizer, {"val", "test"}, eo));
     if (!results.empty()) {
       std::printf("\n%s", train::FormatEvalTable(results).c_str());
-      RETURN_IF_ERROR(WriteFile(out_dir + "/eval.json", train::EvalResultsToJson(results)));
+      RETURN_IF_ERROR(launch::WriteFile(out_dir + "/eval.json", train::EvalResultsToJson(results)));
     }
   }
   std::printf("done: %s\n", out_dir.c_str());
@@ -254,19 +177,30 @@ absl::StatusOr<int> Run(const Flags& flags) {
 }  // namespace ut
 
 int main(int argc, char** argv) {
-  ut::InitLogging(argv[0]);
-  if (absl::Status ws = ut::launch::EnterWorkspace(); !ws.ok()) {
-    std::fprintf(stderr, "unified_train: error: %s\n", std::string(ws.message()).c_str());
+  // Under mpirun/srun every rank runs this; the rank comes from the launcher's
+  // environment until MPI is initialised (launch/dist_train.h).
+  const ut::launch::MpiEnv env = ut::launch::DetectMpiEnv();
+  ut::InitLogging(argv[0], env.rank);
+  auto fail = [&](const absl::Status& s) {
+    // Flags and config are the same on every rank: one error line, from rank 0.
+    if (env.rank == 0) {
+      std::fprintf(stderr, "unified_train: error: %s\n", std::string(s.message()).c_str());
+    }
     return ut::kUserErrorExitCode;
-  }
+  };
+  if (absl::Status ws = ut::launch::EnterWorkspace(); !ws.ok()) return fail(ws);
   absl::StatusOr<ut::Flags> flags = ut::ParseFlags(argc, argv);
-  absl::StatusOr<int> code =
-      flags.ok() ? (flags->help ? absl::StatusOr<int>(0) : ut::Run(*flags))
-                 : absl::StatusOr<int>(flags.status());
-  if (flags.ok() && flags->help) std::printf("%s", ut::kUsage);
-  if (!code.ok()) {
-    std::fprintf(stderr, "unified_train: error: %s\n", std::string(code.status().message()).c_str());
-    return ut::kUserErrorExitCode;
+  if (!flags.ok()) return fail(flags.status());
+  if (flags->help) {
+    if (env.rank == 0) std::printf("%s", ut::kUsage);
+    return 0;
   }
+  absl::StatusOr<ut::Config> config = ut::ResolveConfig(*flags);
+  if (!config.ok()) return fail(config.status());
+  if (ut::launch::WantsDistributed(env, *config)) {
+    return ut::launch::RunDistributed(&argc, &argv, *flags, *std::move(config));
+  }
+  absl::StatusOr<int> code = ut::Run(*flags, *std::move(config));
+  if (!code.ok()) return fail(code.status());
   return *code;
 }

@@ -3,22 +3,26 @@
 # tools/slurm/local_cluster.sh starts munged + slurmctld + slurmd, then three
 # jobs of 4 ranks are submitted with sbatch:
 #
-#   srun    single_node.sbatch, UT_TP=2 UT_PP=2            -> COMPLETED
-#   mpirun  multi_node.sbatch --nodes=1, UT_TP=2 (DP=2)     -> COMPLETED
-#   fail    single_node.sbatch, rank 2 dies in step 3       -> FAILED, names task 2
+#   train   single_node.sbatch, UT_TP=2 UT_PP=2: the real unified_train, 3 steps
+#           of configs/tiny.textproto (small overrides, data generated into
+#           the job's folder by rank 0)                          -> COMPLETED
+#   mpirun  multi_node.sbatch --nodes=1, UT_TP=2 (DP=2), mpi_probe -> COMPLETED
+#   fail    single_node.sbatch, mpi_probe rank 2 dies in step 3   -> FAILED, names task 2
 #
-# The program is mpi_probe (collectives over world/TP/DP/PP groups, checked
-# against closed forms). To launch the real trainer instead, change PROGRAM
-# and PROGRAM_ARGS below to unified_train's (see docs/launch.md).
+# mpi_probe runs collectives over world/TP/DP/PP groups, checked against
+# closed forms, and can kill one of its ranks on purpose.
 #
-# Usage: slurm_job_test.sh PATH_TO_MPI_PROBE. Runs outside the sandbox (tag
-# "local"): the daemons need /proc, ports and a short socket path in /tmp.
+# Usage: slurm_job_test.sh PATH_TO_MPI_PROBE PATH_TO_UNIFIED_TRAIN CONFIG.
+# Runs outside the sandbox (tag "local"): the daemons need /proc, ports and a
+# short socket path in /tmp.
 set -euo pipefail
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 ROOT="$PWD"  # the runfiles tree: launch/, tools/ and the binaries
 PROGRAM="$ROOT/$1"
 PROGRAM_ARGS="--steps=20 --step_ms=5 --expect_world=4 --timeout_s=30"
-POLL_LIMIT_S=60
+TRAIN="$ROOT/$2"
+TRAIN_CONFIG="$ROOT/$3"
+POLL_LIMIT_S=150
 
 for b in munged slurmctld slurmd sbatch scontrol squeue srun; do
   command -v "$b" > /dev/null ||
@@ -53,28 +57,36 @@ source "$ROOT/parallel/comm/mpi_test_env.sh"
 export TMPDIR="$WORK" OMPI_MCA_btl_vader_backing_directory="$WORK"
 export UT_ROOT="$ROOT" UT_BIN="$PROGRAM"
 
-# submit NAME SCRIPT [sbatch options...]; UT_* for the job come from the caller's env.
+# submit NAME SCRIPT [sbatch options...]; UT_* for the job come from the caller's
+# env. The marker (for finding leftover processes) goes on every rank's command
+# line: mpi_probe takes --marker, unified_train gets it in its out_dir.
 submit() {
   local name=$1 script=$2
   shift 2
   sbatch --parsable --job-name="$name" --output="$WORK/$name.out" "$@" \
-    "$ROOT/launch/slurm/$script" "--marker=$MARKER"
+    "$ROOT/launch/slurm/$script" "${MARKER_ARG:---marker=$MARKER}"
 }
+# The trainer job: tiny config, shrunk to a few seconds on 2 cores.
+TRAIN_ARGS="--steps=3 --data.micro_batch_size=2 --data.seq_len=128 --train.grad_accum=2
+  --train.eval_at_end=false --train.log_every=1 --objective.alpha=0.1
+  --data.data_dir=$WORK/data --data.synthetic_train=64 --data.synthetic_val=8
+  --data.synthetic_test=8"
 t_submit=$SECONDS
 # The two single-node jobs share the node (4 + 4 of its 8 CPUs); multi_node
 # asks for --exclusive, so it runs after them.
-JOB_SRUN=$(UT_TP=2 UT_PP=2 UT_ARGS="$PROGRAM_ARGS" submit srun single_node.sbatch --ntasks-per-node=4)
+JOB_TRAIN=$(UT_BIN="$TRAIN" UT_CONFIG="$TRAIN_CONFIG" UT_TP=2 UT_PP=2 UT_ARGS="$TRAIN_ARGS" \
+  MARKER_ARG="--out_dir=$WORK/run_$MARKER" submit train single_node.sbatch --ntasks-per-node=4)
 JOB_FAIL=$(UT_ARGS="$PROGRAM_ARGS --die_rank=2 --die_step=3" \
   submit fail single_node.sbatch --ntasks-per-node=4)
 JOB_MPIRUN=$(UT_LAUNCHER=mpirun UT_TP=2 UT_ARGS="$PROGRAM_ARGS" \
   submit mpirun multi_node.sbatch --nodes=1 --ntasks-per-node=4)
-echo "submitted jobs srun=$JOB_SRUN fail=$JOB_FAIL mpirun=$JOB_MPIRUN"
+echo "submitted jobs train=$JOB_TRAIN fail=$JOB_FAIL mpirun=$JOB_MPIRUN"
 
 # sacct needs accounting, which this cluster has not: poll scontrol.
 job_state() { scontrol show job "$1" -o 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
 is_final() { [[ "$1" =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE|PREEMPTED)$ ]]; }
 deadline=$((SECONDS + POLL_LIMIT_S))
-for job in "$JOB_SRUN" "$JOB_FAIL" "$JOB_MPIRUN"; do
+for job in "$JOB_TRAIN" "$JOB_FAIL" "$JOB_MPIRUN"; do
   until is_final "$(job_state "$job")"; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       echo "FAIL: job $job is '$(job_state "$job")' after ${POLL_LIMIT_S} s" >&2
@@ -103,16 +115,22 @@ check() {  # check JOB NAME EXPECTED_STATE; then lines to grep for in the output
     failures=$((failures + 1))
   fi
 }
-# Rank r of TP=2, DP=1, PP=2 is (tp, dp, pp) = (r % 2, 0, r / 2); srun's task id is the rank.
-check "$JOB_SRUN" srun COMPLETED \
+# unified_train on TP=2 x PP=2 (DP=1): rank 0 alone prints the progress lines.
+check "$JOB_TRAIN" train COMPLETED \
   '^ut_launch: 4 ranks on 1 node\(s\), 4 per node; TP=2 DP=1 PP=2' \
-  '^ut_launch: srun --mpi=pmix ' \
-  '^mpi_probe: rank 0/4 .* slurm_procid 0 .* tp 0 dp 0 pp 0$' \
-  '^mpi_probe: rank 1/4 .* slurm_procid 1 .* tp 1 dp 0 pp 0$' \
-  '^mpi_probe: rank 2/4 .* slurm_procid 2 .* tp 0 dp 0 pp 1$' \
-  '^mpi_probe: rank 3/4 .* slurm_procid 3 .* tp 1 dp 0 pp 1$' \
-  '^mpi_probe: OK world=4 tp=2 dp=1 pp=2 steps=20' \
+  '^ut_launch: srun --mpi=pmix .*unified_train --config=.*tiny.textproto --parallel.tp=2 --parallel.dp=1 --parallel.pp=2 ' \
+  'model: [0-9]+ parameters on 4 ranks \(tp 2, pp 2, dp 1\)' \
+  '^step 1/3 \| loss [0-9.]+ \(L_g [0-9.]+, L_d [0-9.]+\) \| lr ' \
+  '^step 3/3 \| loss ' \
+  "^done: $WORK/run_$MARKER\$" \
   '^ut_launch: srun exited with status 0'
+if [ "$(grep -c '^step [0-9]*/3 ' "$WORK/train.out")" != 3 ]; then
+  echo "FAIL: the train job should print 3 progress lines (rank 0 only)" >&2
+  cat "$WORK/train.out" >&2
+  failures=$((failures + 1))
+fi
+[ -f "$WORK/run_$MARKER/checkpoints/step_000003/COMPLETE" ] ||
+  { echo "FAIL: the train job left no checkpoint of step 3" >&2; failures=$((failures + 1)); }
 # TP=2, DP=2, PP=1: (tp, dp) = (r % 2, r / 2).
 check "$JOB_MPIRUN" mpirun COMPLETED \
   '^ut_launch: 4 ranks on 1 node\(s\), 4 per node; TP=2 DP=2 PP=1' \

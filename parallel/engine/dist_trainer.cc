@@ -1,5 +1,6 @@
 #include "parallel/engine/dist_trainer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -54,6 +55,27 @@ absl::StatusOr<std::unique_ptr<DistTrainer>> DistTrainer::Create(const Config& c
     model->SetGradReadyCallback([r](int64_t b, int64_t e) { r->OnReady(b, e); });
   }
   return t;
+}
+
+absl::Status DistTrainer::OptimizerState(std::vector<float>* m, std::vector<float>* v) {
+  if (zero_) return zero_->GatherState(m, v);
+  const int64_t n = model_->num_params();
+  m->assign(adamw_->m(), adamw_->m() + n);
+  v->assign(adamw_->v(), adamw_->v() + n);
+  return absl::OkStatus();
+}
+
+void DistTrainer::Restore(int64_t step, const float* m, const float* v) {
+  step_ = step;
+  if (zero_) {
+    zero_->LoadState(m, v);
+    zero_->set_step(step);
+    return;
+  }
+  const int64_t n = model_->num_params();
+  std::copy(m, m + n, adamw_->m());
+  std::copy(v, v + n, adamw_->v());
+  adamw_->set_step(step);
 }
 
 // L_d over the pool made of local micro-batches `micros` (and, through the
@@ -161,6 +183,7 @@ absl::Status DistTrainer::Step(DistStepResult* result) {
   ASSIGN_OR_RETURN(pipeline::PipeRunResult run,
                    pipeline::RunSchedule(ops, A, stage_, *ctx_->pp, run_options));
   RETURN_IF_ERROR(hook_status_);
+  last_run_ = run;
 
   // 4. DP gradient averaging.
   const int64_t n = model_->num_params();

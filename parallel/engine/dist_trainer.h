@@ -62,10 +62,20 @@ class DistTrainer {
   absl::Status Step(DistStepResult* result);
 
   int64_t step() const { return step_; }
+
+  // Checkpoints (launch/dist_train.cc). AdamW m and v of this rank's shard,
+  // laid out like its param buffer [num_params]. With ZeRO-1 the slices are
+  // gathered over the DP group first, so every DP rank must call it.
+  absl::Status OptimizerState(std::vector<float>* m, std::vector<float>* v);
+  // Resume: optimizer steps taken and m, v [num_params] in the same layout.
+  void Restore(int64_t step, const float* m, const float* v);
   // With ZeRO-1, the owned slice [begin, end) of the flat buffer.
   bool zero1() const { return zero_ != nullptr; }
   const dp::ShardedAdamW* zero() const { return zero_.get(); }
   const dp::GradReducer& reducer() const { return *reducer_; }
+  // The last Step's pipeline run (per-op timeline, busy and wall time), e.g.
+  // for pipeline::GroupBubbleFraction.
+  const pipeline::PipeRunResult& last_run() const { return last_run_; }
 
  private:
   DistTrainer(const Config& config, DistContext* ctx, MLLM* model, data::Loader* loader);
@@ -91,6 +101,7 @@ class DistTrainer {
   int64_t ld_units_ = 0;
   int ld_pools_ = 0;
   absl::Status hook_status_;
+  pipeline::PipeRunResult last_run_;  // of the last Step
 };
 
 }  // namespace ut::parallel
