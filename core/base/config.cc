@@ -1,5 +1,6 @@
 #include "core/base/config.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -122,6 +123,14 @@ absl::Status ValidateConfig(const Config& c) {
   RETURN_IF_ERROR(positive("model.vision.layers", v.layers()));
   RETURN_IF_ERROR(positive("model.vision.heads", v.heads()));
   RETURN_IF_ERROR(positive("model.vision.mlp", v.mlp()));
+  if (!(v.pixel_std() > 0) || !std::isfinite(v.pixel_std())) {
+    return Invalid("model.vision.pixel_std",
+                   absl::StrCat("must be a finite number > 0 (pixels are divided by it), got ",
+                                v.pixel_std(), "; use the training images' pixel std, or 1 for raw"));
+  }
+  if (!std::isfinite(v.pixel_mean())) {
+    return Invalid("model.vision.pixel_mean", absl::StrCat("must be finite, got ", v.pixel_mean()));
+  }
   RETURN_IF_ERROR(positive("model.llm.width", l.width()));
   RETURN_IF_ERROR(positive("model.llm.layers", l.layers()));
   RETURN_IF_ERROR(positive("model.llm.heads", l.heads()));

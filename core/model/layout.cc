@@ -1,5 +1,6 @@
 #include "core/model/layout.h"
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <unordered_map>
@@ -60,6 +61,12 @@ absl::StatusOr<Dims> MakeDims(const unified_train::ModelConfig& config) {
   RETURN_IF_ERROR(NeedDivisible("model.vision.width", v.width(), "model.vision.heads", v.heads()));
   RETURN_IF_ERROR(NeedPositive("model.vision.mlp", v.mlp()));
   RETURN_IF_ERROR(NeedPositive("model.vision.ln_eps", v.ln_eps()));
+  RETURN_IF_ERROR(NeedPositive("model.vision.pixel_std", v.pixel_std()));
+  if (!std::isfinite(v.pixel_mean()) || !std::isfinite(v.pixel_std())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.vision.pixel_mean / pixel_std (", v.pixel_mean(), " / ",
+                     v.pixel_std(), ") must be finite"));
+  }
   RETURN_IF_ERROR(NeedPositive("model.llm.width", l.width()));
   RETURN_IF_ERROR(NeedPositive("model.llm.layers", l.layers()));
   RETURN_IF_ERROR(NeedPositive("model.llm.heads", l.heads()));
@@ -91,6 +98,8 @@ absl::StatusOr<Dims> MakeDims(const unified_train::ModelConfig& config) {
   d.vhead_dim = v.width() / v.heads();
   d.vmlp = v.mlp();
   d.ln_eps = v.ln_eps();
+  d.pixel_mean = v.pixel_mean();
+  d.pixel_std = v.pixel_std();
   d.width = l.width();
   d.layers = l.layers();
   d.heads = l.heads();

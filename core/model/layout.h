@@ -26,6 +26,8 @@ struct Dims {
   int vhead_dim = 0;  // Wv / Hv
   int vmlp = 0;       // Fv
   float ln_eps = 0;
+  float pixel_mean = 0;  // patches enter as (x - pixel_mean) / pixel_std
+  float pixel_std = 1;
   // Decoder.
   int width = 0;  // C
   int layers = 0;

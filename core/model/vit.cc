@@ -54,8 +54,17 @@ void VisionTower::Forward(const float* P, const float* images) {
   const float eps = d_.ln_eps;
   const cpu::AttentionShape shape{NI, NP, d_.vheads, d_.vheads, d_.vhead_dim, false};
 
-  // Embeddings: res[0] [Nv,Wv] = patches [Nv,3PP] @ Wp^T + bp + pos[p].
+  // Patches [Nv,3PP], normalised: (x - pixel_mean) / pixel_std. Backward needs
+  // nothing more: dWp reads these stored (normalised) patches, and no gradient
+  // flows to the pixels.
   cpu::patchify_forward(a_.patches, images, NI, d_.image_size, d_.image_size, d_.patch);
+  if (d_.pixel_mean != 0.0f || d_.pixel_std != 1.0f) {
+    const float mean = d_.pixel_mean, stdev = d_.pixel_std;
+    const int64_t n = int64_t{Nv} * d_.patch_dim;
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; ++i) a_.patches[i] = (a_.patches[i] - mean) / stdev;
+  }
+  // Embeddings: res[0] [Nv,Wv] = patches [Nv,3PP] @ Wp^T + bp + pos[p].
   cpu::linear_forward(a_.res[0], a_.patches, P + o_.patch_w, P + o_.patch_b, Nv, d_.patch_dim, Wv);
   const float* pos = P + o_.pos;
 #pragma omp parallel for

@@ -1,4 +1,5 @@
-// The vision tower: patchify + GEMM patch embedding, learned position
+// The vision tower: patchify, pixel normalisation ((x - pixel_mean) /
+// pixel_std, model.vision), GEMM patch embedding, learned position
 // embedding, pre-LN blocks (LayerNorm, bidirectional MHA with biases, GELU-tanh
 // MLP), post LayerNorm. No class token. Shapes use NI images, NP patches per
 // image, Nv = NI*NP rows, Wv width, Fv MLP width, Hv heads of Dv.

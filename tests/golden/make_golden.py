@@ -14,6 +14,8 @@ What it does
     ut::Rng (splitmix64 seeding + xoshiro256**, Box-Muller in double) and the
     recipe documented at MLLM::InitParams in core/model/mllm.h.
   * Builds a fixed batch (2 rows, 2 images, padding, ignored targets).
+  * Normalises the pixels with the config's model.vision.pixel_mean /
+    pixel_std ((x - mean) / std) before the conv patch embedding.
   * Runs the model written with plain torch ops (conv2d patch embedding,
     layer_norm, scaled_dot_product_attention, repeat_interleave GQA, HF
     rotate-half RoPE, masked_scatter of visual tokens, cross_entropy), in
@@ -267,6 +269,8 @@ def forward(p, batch, cfg):
     # Vision tower: conv patch embedding + learned positions, pre-LN blocks.
     dtype = p[vm + "embeddings.patch_embedding.weight"].dtype  # float64 here, float32 in bench/
     images = torch.from_numpy(batch["images"]).to(dtype)
+    # Pixel normalisation (model.vision.pixel_mean / pixel_std) before the patch embedding.
+    images = (images - f32(v["pixel_mean"])) / f32(v["pixel_std"])
     x = F.conv2d(images, p[vm + "embeddings.patch_embedding.weight"],
                  p[vm + "embeddings.patch_embedding.bias"], stride=P)
     x = x.flatten(2).transpose(1, 2) + p[vm + "embeddings.position_embedding.weight"]
