@@ -22,15 +22,8 @@ fail() { echo "FAIL [$CASE]: $*" >&2; failures=$((failures + 1)); }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
-SMALL=(--config "$CONFIG" --model.vision.image_size=16 --model.vision.patch_size=4
-       --model.vision.width=16 --model.vision.layers=1 --model.vision.heads=2
-       --model.vision.mlp=32 --model.llm.width=32 --model.llm.layers=2 --model.llm.heads=2
-       --model.llm.kv_heads=2 --model.llm.ffn=64 --model.llm.vocab_size=128
-       --model.retrieval_dim=16 --data.tokenizer_vocab=128 --data.seq_len=160
-       --data.micro_batch_size=2 --data.synthetic_train=32 --data.synthetic_val=4
-       --data.synthetic_test=4 --data.data_dir="$T/data" --train.log_every=1
-       --train.threads=1 --train.grad_accum=2 --objective.alpha=0.1 --eval_samples=0
-       --train.ckpt_every=0 --steps=100000 --parallel.tp=2 --parallel.pp=2)
+source "$PWD/launch/small_model_args.sh"
+SMALL+=(--train.ckpt_every=0 --steps=100000 --parallel.tp=2 --parallel.pp=2)
 
 # The pid of world rank $2 among the processes whose command line holds $1.
 rank_pid() {
