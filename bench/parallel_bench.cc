@@ -48,13 +48,13 @@
 #include "core/base/config.h"
 #include "core/base/logging.h"
 #include "core/base/timer.h"
-#include "core/model/shard.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "data/tokenizer.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "parallel/engine/dist_context.h"
 #include "parallel/engine/dist_trainer.h"
+#include "parallel/engine/rank_model.h"
 #include "parallel/pipeline/executor.h"
 #include "parallel/pipeline/schedule.h"
 
@@ -183,22 +183,10 @@ int Main(int argc, char** argv) {
   auto ctx = MakeDistContext(config, world.get());
   CHECK(ctx.ok()) << ctx.status();
   DistContext& c = **ctx;
-  auto chunks = PartitionLayers(config.model(), args.pp, args.vs);
-  CHECK(chunks.ok()) << chunks.status();
-  const ModelShard shard = ShardFor(*chunks, c.coord.pp, args.pp, c.coord.tp, args.tp);
-  auto model = MLLM::Create(config.model(), shard, c.tp.get());
+  auto model = CreateRankModel(config, c);
   CHECK(model.ok()) << model.status();
-  (*model)->InitParams(config.train().seed());
-  data::LoaderOptions lo;
-  lo.manifest = (fs::path(args.data_dir) / "train.jsonl").string();
-  lo.seq_len = args.seq;
-  lo.micro_batch_size = args.mb;
-  lo.image_size = config.model().vision().image_size();
-  lo.visual_tokens = (*model)->num_visual_tokens();
-  lo.seed = config.data().seed();
+  data::LoaderOptions lo = data::LoaderOptionsFromConfig(config, "train", c.coord.dp, args.dp);
   lo.prefetch = 1;
-  lo.dp_rank = c.coord.dp;
-  lo.dp_size = args.dp;
   auto loader = data::Loader::Create(lo, tokenizer->get());
   CHECK(loader.ok()) << loader.status();
   auto trainer = DistTrainer::Create(config, &c, model->get(), loader->get());

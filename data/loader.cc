@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <numeric>
 #include <set>
@@ -287,6 +288,25 @@ Loader::~Loader() {
     impl_->cv.notify_all();
     impl_->worker.join();
   }
+}
+
+LoaderOptions LoaderOptionsFromConfig(const Config& config, const std::string& split,
+                                      int dp_rank, int dp_size) {
+  const auto& d = config.data();
+  const auto& v = config.model().vision();
+  LoaderOptions o;
+  o.manifest = (std::filesystem::path(d.data_dir()) / (split + ".jsonl")).string();
+  o.seq_len = d.seq_len();
+  o.micro_batch_size = d.micro_batch_size();
+  o.image_size = v.image_size();
+  const int side = v.patch_size() > 0 ? v.image_size() / v.patch_size() : 0;
+  o.visual_tokens = side * side;
+  o.seed = d.seed();
+  o.on_bad_image = d.on_bad_image();
+  o.prefetch = d.prefetch();
+  o.dp_rank = dp_rank;
+  o.dp_size = dp_size;
+  return o;
 }
 
 absl::StatusOr<std::unique_ptr<Loader>> Loader::Create(const LoaderOptions& options,

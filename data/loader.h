@@ -56,6 +56,12 @@ struct LoaderOptions {
   int dp_size = 1;
 };
 
+// The options of `split` (train/val/test) from a run's config: the manifest
+// <data.data_dir>/<split>.jsonl, data.* settings, the model's image size and
+// visual tokens per image ((image_size / patch_size)^2), this DP rank's share.
+LoaderOptions LoaderOptionsFromConfig(const Config& config, const std::string& split,
+                                      int dp_rank = 0, int dp_size = 1);
+
 struct Position {
   int64_t epoch = 0;
   int64_t index = 0;  // global micro-batches consumed within the epoch (all DP ranks)

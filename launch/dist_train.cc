@@ -18,7 +18,6 @@
 #include "core/base/rng.h"
 #include "core/base/timer.h"
 #include "core/model/mllm.h"
-#include "core/model/shard.h"
 #include "core/train/checkpoint.h"
 #include "core/train/discriminative_loss.h"
 #include "core/train/evaluate.h"
@@ -29,6 +28,7 @@
 #include "parallel/engine/dist_context.h"
 #include "parallel/engine/dist_trainer.h"
 #include "parallel/engine/gather.h"
+#include "parallel/engine/rank_model.h"
 
 namespace ut::launch {
 namespace {
@@ -191,12 +191,7 @@ absl::Status DistJob::SetUp() {
 
 absl::Status DistJob::BuildShard() {
   const auto& p = config_.parallel();
-  ASSIGN_OR_RETURN(std::vector<ModelShard::Chunk> chunks,
-                   PartitionLayers(config_.model(), p.pp(), p.virtual_stages()));
-  const ModelShard shard =
-      ShardFor(chunks, ctx_->coord.pp, p.pp(), ctx_->coord.tp, p.tp());
-  ASSIGN_OR_RETURN(model_, MLLM::Create(config_.model(), shard, ctx_->tp.get()));
-  model_->InitParams(config_.train().seed());
+  ASSIGN_OR_RETURN(model_, parallel::CreateRankModel(config_, *ctx_));
   if (rank_ == 0) {
     ASSIGN_OR_RETURN(whole_, MLLM::Create(config_.model()));
     whole_->InitParams(config_.train().seed());

@@ -74,17 +74,8 @@ absl::StatusOr<std::unique_ptr<data::Tokenizer>> LoadTokenizer(const Config& con
 
 data::LoaderOptions LoaderOptionsFor(const Config& config, const MLLM& model,
                                      const std::string& split, int dp_rank, int dp_size) {
-  data::LoaderOptions o;
-  o.manifest = (fs::path(config.data().data_dir()) / (split + ".jsonl")).string();
-  o.seq_len = config.data().seq_len();
-  o.micro_batch_size = config.data().micro_batch_size();
-  o.image_size = config.model().vision().image_size();
-  o.visual_tokens = model.num_visual_tokens();
-  o.seed = config.data().seed();
-  o.on_bad_image = config.data().on_bad_image();
-  o.prefetch = config.data().prefetch();
-  o.dp_rank = dp_rank;
-  o.dp_size = dp_size;
+  data::LoaderOptions o = data::LoaderOptionsFromConfig(config, split, dp_rank, dp_size);
+  o.visual_tokens = model.num_visual_tokens();  // the model's own count wins
   return o;
 }
 

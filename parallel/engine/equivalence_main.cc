@@ -26,7 +26,6 @@
 #include "absl/strings/str_cat.h"
 #include "core/base/config.h"
 #include "core/base/logging.h"
-#include "core/model/shard.h"
 #include "core/train/adamw.h"
 #include "core/train/lr_schedule.h"
 #include "core/train/trainer.h"
@@ -38,6 +37,7 @@
 #include "parallel/engine/dist_context.h"
 #include "parallel/engine/dist_trainer.h"
 #include "parallel/engine/gather.h"
+#include "parallel/engine/rank_model.h"
 
 namespace ut::parallel {
 namespace {
@@ -83,17 +83,9 @@ Args ParseArgs(int argc, char** argv) {
   return a;
 }
 
-data::LoaderOptions LoaderFor(const Config& c, const MLLM& model, int dp_rank, int dp_size) {
-  data::LoaderOptions o;
-  o.manifest = (fs::path(c.data().data_dir()) / "train.jsonl").string();
-  o.seq_len = c.data().seq_len();
-  o.micro_batch_size = c.data().micro_batch_size();
-  o.image_size = c.model().vision().image_size();
-  o.visual_tokens = model.num_visual_tokens();
-  o.seed = c.data().seed();
+data::LoaderOptions LoaderFor(const Config& c, int dp_rank, int dp_size) {
+  data::LoaderOptions o = data::LoaderOptionsFromConfig(c, "train", dp_rank, dp_size);
   o.prefetch = 1;
-  o.dp_rank = dp_rank;
-  o.dp_size = dp_size;
   return o;
 }
 
@@ -215,13 +207,9 @@ int Main(int argc, char** argv) {
   auto ctx = MakeDistContext(config, world.get());
   CHECK(ctx.ok()) << ctx.status();
   DistContext& c = **ctx;
-  auto chunks = PartitionLayers(config.model(), args.pp, args.vs);
-  CHECK(chunks.ok()) << chunks.status();
-  const ModelShard shard = ShardFor(*chunks, c.coord.pp, args.pp, c.coord.tp, args.tp);
-  auto model = MLLM::Create(config.model(), shard, c.tp.get());
+  auto model = CreateRankModel(config, c);
   CHECK(model.ok()) << model.status();
-  (*model)->InitParams(config.train().seed());
-  auto loader = data::Loader::Create(LoaderFor(config, **model, c.coord.dp, args.dp),
+  auto loader = data::Loader::Create(LoaderFor(config, c.coord.dp, args.dp),
                                      tokenizer->get());
   CHECK(loader.ok()) << loader.status();
   auto trainer = DistTrainer::Create(config, &c, model->get(), loader->get());
@@ -242,7 +230,7 @@ int Main(int argc, char** argv) {
     ref->InitParams(config.train().seed());
   }
   if (rank == 0) {
-    auto l = data::Loader::Create(LoaderFor(ref_config, *ref, 0, 1), tokenizer->get());
+    auto l = data::Loader::Create(LoaderFor(ref_config, 0, 1), tokenizer->get());
     CHECK(l.ok()) << l.status();
     ref_loader = std::move(*l);
     ref_adamw = std::make_unique<train::AdamW>(ref->params(), ref->num_params(),

@@ -1,0 +1,19 @@
+#include "parallel/engine/rank_model.h"
+
+#include "core/model/shard.h"
+
+namespace ut::parallel {
+
+absl::StatusOr<std::unique_ptr<MLLM>> CreateRankModel(const Config& config,
+                                                      const DistContext& ctx) {
+  const auto& p = config.parallel();
+  ASSIGN_OR_RETURN(std::vector<ModelShard::Chunk> chunks,
+                   PartitionLayers(config.model(), p.pp(), p.virtual_stages()));
+  const ModelShard shard = ShardFor(chunks, ctx.coord.pp, p.pp(), ctx.coord.tp, p.tp());
+  ASSIGN_OR_RETURN(std::unique_ptr<MLLM> model,
+                   MLLM::Create(config.model(), shard, ctx.tp.get()));
+  model->InitParams(config.train().seed());
+  return model;
+}
+
+}  // namespace ut::parallel
