@@ -45,7 +45,8 @@ snapshot() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum);
 # --- a good run: generates the data, trains 2 steps, checkpoints, evaluates ---
 "$BIN" --config "$CONFIG" "${TINY[@]}" --out_dir="$T/run" >"$T/good.out" 2>"$T/good.err" ||
   { cat "$T/good.err"; fail "good run failed"; }
-grep -q '^step 2/2 | loss [0-9.]* | lr [0-9.e+-]* | grad-norm [0-9.]* | [0-9]* tok/s | ETA ' \
+# The (L_g ..., L_d ...) part appears when the config turns L_d on (tiny does).
+grep -q '^step 2/2 | loss [0-9.]* \((L_g [0-9.]*, L_d [0-9.]*) \)\?| lr [0-9.e+-]* | grad-norm [0-9.]* | [0-9]* tok/s | ETA ' \
   "$T/good.out" || { cat "$T/good.out"; fail "no progress line"; }
 grep -q 'caption exact-match' "$T/good.out" || fail "no evaluation table"
 for f in config.textproto metrics.jsonl eval.json checkpoints/step_000002/COMPLETE \
