@@ -12,6 +12,7 @@
 
 #include "core/base/rng.h"
 #include "core/model/test_util.h"
+#include "core/train/ld_test_util.h"
 #include "glog/logging.h"
 #include "gtest/gtest.h"
 
@@ -22,65 +23,17 @@ using unified_train::ObjectiveConfig;
 using model::testing::MakeBatch;
 using model::testing::SmallConfig;
 
-constexpr ObjectiveConfig::Mode kModes[] = {ObjectiveConfig::PAPER, ObjectiveConfig::SEQUENCE};
-const char* ModeName(ObjectiveConfig::Mode m) {
-  return m == ObjectiveConfig::PAPER ? "PAPER" : "SEQUENCE";
-}
+using testing::AddSlice;
+using testing::kModes;
+using testing::ModeName;
 
-// A two-part teacher feature [uni (3) ; cross (3)], each part L2-normalised.
-std::vector<float> Teacher(Rng& rng) {
-  std::vector<float> t(6);
-  for (int part = 0; part < 2; ++part) {
-    double n2 = 0;
-    for (int i = 0; i < 3; ++i) {
-      t[part * 3 + i] = static_cast<float>(rng.Normal());
-      n2 += double{t[part * 3 + i]} * t[part * 3 + i];
-    }
-    for (int i = 0; i < 3; ++i) t[part * 3 + i] /= static_cast<float>(std::sqrt(n2));
-  }
-  return t;
-}
-
-void AddSlice(data::Batch* b, int row, int start, int end, bool image, Rng& rng) {
-  data::SliceSpan s;
-  s.row = row;
-  s.start = start;
-  s.end = end;
-  s.is_image = image;
-  s.sample = row;
-  s.teacher = Teacher(rng);
-  s.teacher_split = 3;
-  b->slices.push_back(s);
-}
-
-// Three samples (one per row), three slices each, for SmallConfig (4 visual tokens):
-//   row 0: bos | image [1,5) | text [5,8) | text [8,12)
-//   row 1: text [0,3) | image [3,7) | text [7,9) | pad
-//   row 2: text [0,3) | text [3,6) | image [6,10) | pad
+// The shared three-sample batch (ld_test_util.h) with this file's seeds.
 data::Batch SlicedBatch(const unified_train::ModelConfig& c) {
-  data::Batch b = MakeBatch(9, 12, {12, 9, 10}, {{0, 1}, {1, 3}, {2, 6}}, 4,
-                            c.vision().image_size(), c.llm().vocab_size());
-  b.sample_ids = {"s0", "s1", "s2"};
-  Rng rng(77);
-  AddSlice(&b, 0, 1, 5, true, rng);
-  AddSlice(&b, 0, 5, 8, false, rng);
-  AddSlice(&b, 0, 8, 12, false, rng);
-  AddSlice(&b, 1, 0, 3, false, rng);
-  AddSlice(&b, 1, 3, 7, true, rng);
-  AddSlice(&b, 1, 7, 9, false, rng);
-  AddSlice(&b, 2, 0, 3, false, rng);
-  AddSlice(&b, 2, 3, 6, false, rng);
-  AddSlice(&b, 2, 6, 10, true, rng);
-  return b;
+  return testing::SlicedBatch(c, /*batch_seed=*/9, /*teacher_seed=*/77);
 }
 
 ObjectiveConfig Objective(ObjectiveConfig::Mode mode, int cuts = 3) {
-  ObjectiveConfig o;
-  o.set_alpha(1.0f);
-  o.set_delta(1.0f);
-  o.set_cuts_per_sample(cuts);
-  o.set_mode(mode);
-  return o;
+  return testing::MakeObjective(mode, cuts);
 }
 
 bool Symmetric(const std::vector<float>& m, int N) {
@@ -308,20 +261,8 @@ TEST_P(ModelGradcheckTest, LdGradientMatchesCentralDifferencesForEveryParameterT
     CHECK(r.ok());
     return r->loss;
   };
-  auto central = [&](const std::vector<int64_t>& index, const std::vector<float>& dir, float h) {
-    std::vector<float> saved(index.size());
-    for (size_t i = 0; i < index.size(); ++i) saved[i] = params[index[i]];
-    for (size_t i = 0; i < index.size(); ++i) params[index[i]] = saved[i] + h * dir[i];
-    const double up = loss();
-    for (size_t i = 0; i < index.size(); ++i) params[index[i]] = saved[i] - h * dir[i];
-    const double down = loss();
-    for (size_t i = 0; i < index.size(); ++i) params[index[i]] = saved[i];
-    return (up - down) / (2.0 * h);
-  };
-  // Richardson: (4 D(h/2) - D(h)) / 3 cancels the O(h^2) error.
   auto fd = [&](const std::vector<int64_t>& index, const std::vector<float>& dir) {
-    const float h = 2e-2f;
-    return (4.0 * central(index, dir, h / 2) - central(index, dir, h)) / 3.0;
+    return testing::DirectionalDerivative(params, loss, index, dir);
   };
   constexpr double kRel = 3e-3, kAbs = 3e-5;
 

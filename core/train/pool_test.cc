@@ -10,6 +10,7 @@
 
 #include "core/base/rng.h"
 #include "core/model/test_util.h"
+#include "core/train/ld_test_util.h"
 #include "core/train/discriminative_loss.h"
 #include "core/train/trainer.h"
 #include "glog/logging.h"
@@ -22,57 +23,17 @@ using unified_train::ObjectiveConfig;
 using model::testing::MakeBatch;
 using model::testing::SmallConfig;
 
-constexpr ObjectiveConfig::Mode kModes[] = {ObjectiveConfig::PAPER, ObjectiveConfig::SEQUENCE};
-const char* ModeName(ObjectiveConfig::Mode m) {
-  return m == ObjectiveConfig::PAPER ? "PAPER" : "SEQUENCE";
-}
+using testing::kModes;
+using testing::ModeName;
 
-void AddSlice(data::Batch* b, int row, int start, int end, bool image, Rng& rng) {
-  data::SliceSpan s;
-  s.row = row;
-  s.start = start;
-  s.end = end;
-  s.is_image = image;
-  s.sample = row;
-  for (int part = 0; part < 2; ++part) {  // [uni (3) ; cross (3)], each unit length
-    double n2 = 0;
-    std::vector<float> x(3);
-    for (float& v : x) {
-      v = static_cast<float>(rng.Normal());
-      n2 += double{v} * v;
-    }
-    for (float v : x) s.teacher.push_back(static_cast<float>(v / std::sqrt(n2)));
-  }
-  s.teacher_split = 3;
-  b->slices.push_back(s);
-}
-
-// Three samples, three slices each (SmallConfig: 4 visual tokens); `seed`
-// varies tokens, images and teacher features.
+// The shared three-sample batch (ld_test_util.h); `seed` varies tokens,
+// images and teacher features.
 data::Batch SlicedBatch(const unified_train::ModelConfig& c, uint64_t seed) {
-  data::Batch b = MakeBatch(seed, 12, {12, 9, 10}, {{0, 1}, {1, 3}, {2, 6}}, 4,
-                            c.vision().image_size(), c.llm().vocab_size());
-  b.sample_ids = {"s0", "s1", "s2"};
-  Rng rng(seed + 100);
-  AddSlice(&b, 0, 1, 5, true, rng);
-  AddSlice(&b, 0, 5, 8, false, rng);
-  AddSlice(&b, 0, 8, 12, false, rng);
-  AddSlice(&b, 1, 0, 3, false, rng);
-  AddSlice(&b, 1, 3, 7, true, rng);
-  AddSlice(&b, 1, 7, 9, false, rng);
-  AddSlice(&b, 2, 0, 3, false, rng);
-  AddSlice(&b, 2, 3, 6, false, rng);
-  AddSlice(&b, 2, 6, 10, true, rng);
-  return b;
+  return testing::SlicedBatch(c, seed, seed + 100);
 }
 
 ObjectiveConfig Objective(ObjectiveConfig::Mode mode, int cuts = 2) {
-  ObjectiveConfig o;
-  o.set_alpha(1.0f);
-  o.set_delta(1.0f);
-  o.set_cuts_per_sample(cuts);
-  o.set_mode(mode);
-  return o;
+  return testing::MakeObjective(mode, cuts);
 }
 
 std::vector<float> RandomRows(int S, int R, uint64_t seed) {
@@ -247,19 +208,8 @@ TEST_P(GradientCacheTest, PooledLdGradientMatchesCentralDifferences) {
     CHECK(l.ok());
     return l->loss;
   };
-  auto central = [&](const std::vector<int64_t>& index, const std::vector<float>& dir, float h) {
-    std::vector<float> saved(index.size());
-    for (size_t i = 0; i < index.size(); ++i) saved[i] = params[index[i]];
-    for (size_t i = 0; i < index.size(); ++i) params[index[i]] = saved[i] + h * dir[i];
-    const double up = loss();
-    for (size_t i = 0; i < index.size(); ++i) params[index[i]] = saved[i] - h * dir[i];
-    const double down = loss();
-    for (size_t i = 0; i < index.size(); ++i) params[index[i]] = saved[i];
-    return (up - down) / (2.0 * h);
-  };
   auto fd = [&](const std::vector<int64_t>& index, const std::vector<float>& dir) {
-    const float h = 2e-2f;  // Richardson: (4 D(h/2) - D(h)) / 3
-    return (4.0 * central(index, dir, h / 2) - central(index, dir, h)) / 3.0;
+    return testing::DirectionalDerivative(params, loss, index, dir);
   };
   constexpr double kRel = 3e-3, kAbs = 3e-5;
   EXPECT_GT(loss(), 1e-3);
