@@ -1,6 +1,7 @@
 // Generates the synthetic scene data set (data/synthetic.h).
 //   gen_synthetic --out=runs/data/synthetic_tiny [--size=32] [--train=4000]
-//                 [--val=200] [--test=200] [--seed=7] [--vocab=512]
+//                 [--val=200] [--test=200] [--seed=7] [--vocab=512] [--text_first=0.5]
+//                 [--text_first_prompt=1]
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -14,13 +15,25 @@ namespace {
 void Usage() {
   std::fprintf(stderr,
                "usage: gen_synthetic --out=DIR [--size=32] [--train=4000] [--val=200] "
-               "[--test=200] [--seed=7] [--vocab=512]\n");
+               "[--test=200] [--seed=7] [--vocab=512] [--text_first=0.5]\n"
+               "       [--text_first_prompt=1]\n"
+               "  --text_first: share of train caption samples written [caption, image]\n"
+               "  --text_first_prompt: 1 = such a caption is context only (no L_g target)\n");
 }
 
 bool ParseInt(const std::string& text, long long min, long long* out) {
   char* end = nullptr;
   const long long v = std::strtoll(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || v < min) return false;
+  *out = v;
+  return true;
+}
+
+// A share in [0, 1].
+bool ParseShare(const std::string& text, double* out) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(v >= 0.0 && v <= 1.0)) return false;
   *out = v;
   return true;
 }
@@ -59,6 +72,11 @@ int main(int argc, char** argv) {
       ok = ParseInt(value, 0, &v) && (options.seed = static_cast<uint64_t>(v), true);
     } else if (name == "vocab") {
       ok = ParseInt(value, 16, &v) && (options.vocab_size = static_cast<int>(v), true);
+    } else if (name == "text_first") {
+      ok = ParseShare(value, &options.text_first_captions);
+    } else if (name == "text_first_prompt") {
+      ok = value == "0" || value == "1";
+      options.text_first_prompt = value == "1";
     } else {
       std::fprintf(stderr, "gen_synthetic: unknown flag --%s\n", name.c_str());
       Usage();

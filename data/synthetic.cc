@@ -29,6 +29,7 @@ using scene::Scene;
 constexpr int kUniDim = 32;          // teacher: uni-modal part
 constexpr int kCrossDim = 32;        // teacher: cross-modal part
 constexpr double kCrossNoise = 0.05;  // norm of the per-slice noise on the cross part
+constexpr uint64_t kOrderStream = 1000;  // offset of the slice-order streams (Mix's b)
 
 // Independent stream per (seed, split, sample): samples do not depend on
 // each other, so changing one count never changes another split.
@@ -46,17 +47,25 @@ float Round5(double v) { return static_cast<float>(std::round(v * 1e5) / 1e5); }
 // Builds samples of one split and remembers the images to write.
 class SampleMaker {
  public:
-  SampleMaker(const SyntheticOptions& options, const std::string& split, bool negatives)
-      : options_(options), split_(split), negatives_(negatives) {}
+  // text_first: share of caption samples written [caption, image].
+  SampleMaker(const SyntheticOptions& options, const std::string& split, bool negatives,
+              double text_first)
+      : options_(options), split_(split), negatives_(negatives), text_first_(text_first) {}
 
   // Fills *sample; appends (relative path, scene) of its images to images_.
-  void Make(int index, Rng& rng, Sample* sample) {
+  // order_rng decides only the slice order of caption samples, so the share
+  // changes no other byte.
+  void Make(int index, Rng& rng, Rng& order_rng, Sample* sample) {
     char id[64];
     std::snprintf(id, sizeof(id), "%s_%06d", split_.c_str(), index);
     sample->id = id;
     const double u = rng.Uniform();
     if (u < 0.40) {
       MakeCaption(rng, sample);
+      if (order_rng.Uniform() < text_first_) {
+        std::swap(sample->slices[0], sample->slices[1]);  // [caption, image]
+        sample->slices[0].prompt = options_.text_first_prompt;
+      }
     } else if (u < 0.75) {
       MakeVqa(rng, sample);
     } else {
@@ -310,6 +319,7 @@ class SampleMaker {
   const SyntheticOptions& options_;
   std::string split_;
   bool negatives_;
+  double text_first_;
   std::vector<PendingImage> images_;
 };
 
@@ -334,6 +344,11 @@ absl::Status GenerateSynthetic(const SyntheticOptions& options) {
   if (options.out_dir.empty()) {
     return absl::InvalidArgumentError("synthetic: out_dir is empty; say where to write the data");
   }
+  if (!(options.text_first_captions >= 0.0 && options.text_first_captions <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "synthetic: text_first_captions is a share of caption samples and must be in [0, 1] "
+        "(got ", options.text_first_captions, ")"));
+  }
   if (options.image_size < 8 || options.num_train < 1 || options.num_val < 0 ||
       options.num_test < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -354,13 +369,17 @@ absl::Status GenerateSynthetic(const SyntheticOptions& options) {
   std::vector<std::string> corpus;  // train text, for the tokenizer
   for (int split_index = 0; split_index < 3; ++split_index) {
     const Split& split = splits[split_index];
-    SampleMaker maker(options, split.name, split.negatives);
+    // Evaluation defines its tasks on image-first samples: only train
+    // captions may come text-first.
+    SampleMaker maker(options, split.name, split.negatives,
+                      split_index == 0 ? options.text_first_captions : 0.0);
     const std::string manifest = options.out_dir + "/" + split.name + ".jsonl";
     std::ofstream out(manifest, std::ios::trunc);
     for (int i = 0; i < split.count; ++i) {
       Rng rng(Mix(options.seed, split_index + 1, i));
+      Rng order_rng(Mix(options.seed, split_index + 1 + kOrderStream, i));
       Sample sample;
-      maker.Make(i, rng, &sample);
+      maker.Make(i, rng, order_rng, &sample);
       out << SampleToJsonLine(sample) << '\n';
       if (split_index == 0) {
         for (const Slice& s : sample.slices) {

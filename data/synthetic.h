@@ -26,6 +26,18 @@ struct SyntheticOptions {
   int num_test = 200;
   uint64_t seed = 7;
   int vocab_size = 512;
+  // Share of *train* caption samples written text-first, [caption, image],
+  // so that the prefix cut k = 1 of such a sample is the caption on its own,
+  // as evaluation embeds it (docs/data_format.md, "Text-first captions").
+  // Drawn from a stream of its own: 0 gives the image-first data set bit for
+  // bit; the slices, teachers and images of a sample do not depend on it.
+  // Val and test stay image-first (evaluation's task layout).
+  double text_first_captions = 0.5;
+  // Whether a text-first caption is context only (`prompt`, no L_g target).
+  // Measured: as a prompt it leaves the caption's hidden states to L_d and
+  // caption retrieval / Winoground rise well above chance; as a target they
+  // stay near chance (docs/results.md, "Text-first samples").
+  bool text_first_prompt = true;
 };
 
 // Generates the whole data set into out_dir (created if needed). Same options

@@ -156,17 +156,21 @@ TEST(SyntheticTest, ContentFollowsTheFormat) {
       }
       if (s.task == "caption") {
         ASSERT_EQ(s.slices.size(), 2u);
-        EXPECT_EQ(s.slices[1].text.rfind("a ", 0), 0u) << s.slices[1].text;
+        // [image, caption], or [caption, image] for text-first train samples.
+        const int cap = s.slices[0].kind == Slice::Kind::kText ? 0 : 1;
+        if (std::string(split) != "train") EXPECT_EQ(cap, 1) << s.id;
+        ASSERT_EQ(s.slices[1 - cap].kind, Slice::Kind::kImage) << s.id;
+        EXPECT_EQ(s.slices[cap].text.rfind("a ", 0), 0u) << s.slices[cap].text;
         // Image and caption share the cross-modal part (up to small noise);
         // their uni-modal parts live in different spaces.
-        const float* img = s.slices[0].teacher.data();
-        const float* txt = s.slices[1].teacher.data();
+        const float* img = s.slices[1 - cap].teacher.data();
+        const float* txt = s.slices[cap].teacher.data();
         EXPECT_GT(Dot(img + 32, txt + 32, 32), 0.98) << s.id;
         EXPECT_LT(Dot(img, txt, 32), 0.9) << s.id;
         if (std::string(split) == "test") {
           ++with_negatives;
           EXPECT_FALSE(s.negatives.empty()) << s.id;
-          for (const std::string& n : s.negatives) EXPECT_NE(n, s.slices[1].text);
+          for (const std::string& n : s.negatives) EXPECT_NE(n, s.slices[cap].text);
         } else {
           EXPECT_TRUE(s.negatives.empty()) << s.id;
         }
@@ -190,11 +194,90 @@ TEST(SyntheticTest, ContentFollowsTheFormat) {
   EXPECT_GT(with_negatives, 0);
 }
 
+// Text-first captions: a share of the train caption samples comes as
+// [caption, image], everything else is byte for byte the image-first set.
+TEST(SyntheticTest, TextFirstCaptionsOnlyReorderTrainCaptions) {
+  SyntheticOptions image_first = SmallOptions(MakeTempDir("syn_if"));
+  image_first.text_first_captions = 0.0;
+  SyntheticOptions half = SmallOptions(MakeTempDir("syn_tf"));
+  half.text_first_captions = 0.5;
+  half.text_first_prompt = true;
+  ASSERT_TRUE(GenerateSynthetic(image_first).ok());
+  ASSERT_TRUE(GenerateSynthetic(half).ok());
+  std::map<std::string, std::string> fa, fb;
+  ReadTree(image_first.out_dir, "", &fa);
+  ReadTree(half.out_dir, "", &fb);
+  ASSERT_EQ(fa.size(), fb.size());
+  for (const auto& [name, bytes] : fa) {
+    if (name == "train.jsonl") continue;
+    EXPECT_TRUE(fb[name] == bytes) << name << " changed with text_first_captions";
+  }
+  auto a = ReadManifest(image_first.out_dir + "/train.jsonl");
+  auto b = ReadManifest(half.out_dir + "/train.jsonl");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->size(), b->size());
+  int captions = 0, text_first = 0;
+  for (size_t i = 0; i < a->size(); ++i) {
+    const Sample& x = (*a)[i];
+    const Sample& y = (*b)[i];
+    ASSERT_EQ(x.id, y.id);
+    ASSERT_EQ(x.task, y.task);
+    ASSERT_EQ(x.slices.size(), y.slices.size());
+    const bool swapped = x.task == "caption" && y.slices[0].kind == Slice::Kind::kText;
+    captions += x.task == "caption";
+    text_first += swapped;
+    for (size_t k = 0; k < x.slices.size(); ++k) {
+      // Same slices (text, image, teacher), in the same or the swapped
+      // order; the prompt flag changes only on a text-first caption.
+      const Slice& from = x.slices[swapped ? x.slices.size() - 1 - k : k];
+      const Slice& to = y.slices[k];
+      EXPECT_EQ(from.kind, to.kind) << y.id;
+      EXPECT_EQ(from.text, to.text) << y.id;
+      EXPECT_EQ(from.image_path, to.image_path) << y.id;
+      if (!(swapped && k == 0)) EXPECT_EQ(from.prompt, to.prompt) << y.id;
+      EXPECT_EQ(from.teacher, to.teacher) << y.id;
+    }
+    if (swapped) {
+      EXPECT_EQ(y.slices[0].text.rfind("a ", 0), 0u) << "caption first: " << y.slices[0].text;
+      EXPECT_TRUE(y.slices[0].prompt) << "text_first_prompt: the caption is context only";
+      EXPECT_FALSE(x.slices[1].prompt) << "an image-first caption is a target";
+      EXPECT_EQ(y.slices[1].kind, Slice::Kind::kImage);
+    }
+  }
+  // 60 train samples, ~40% captions, half of those text-first: both orders
+  // occur, and the count is binomial(captions, 0.5).
+  ASSERT_GT(captions, 10);
+  EXPECT_GT(text_first, 0);
+  EXPECT_LT(text_first, captions);
+  EXPECT_NEAR(text_first, captions / 2.0, 3.0 * std::sqrt(captions / 4.0));
+  // Share 1, captions as targets: every train caption is text-first and
+  // not a prompt; val and test never text-first.
+  SyntheticOptions all = SmallOptions(MakeTempDir("syn_tf_all"));
+  all.text_first_captions = 1.0;
+  all.text_first_prompt = false;
+  ASSERT_TRUE(GenerateSynthetic(all).ok());
+  for (const char* split : {"train", "val", "test"}) {
+    auto samples = ReadManifest(all.out_dir + "/" + split + ".jsonl");
+    ASSERT_TRUE(samples.ok());
+    for (const Sample& s : *samples) {
+      if (s.task != "caption") continue;
+      const bool caption_first = s.slices[0].kind == Slice::Kind::kText;
+      EXPECT_EQ(caption_first, std::string(split) == "train") << s.id;
+      for (const Slice& slice : s.slices) EXPECT_FALSE(slice.prompt) << s.id;
+    }
+  }
+}
+
 TEST(SyntheticTest, BadOptionsAreErrors) {
   SyntheticOptions o;
   EXPECT_FALSE(GenerateSynthetic(o).ok());  // no out_dir
   o.out_dir = MakeTempDir("syn_bad");
   o.num_train = 0;
+  EXPECT_FALSE(GenerateSynthetic(o).ok());
+  o.num_train = 4;
+  o.text_first_captions = 1.5;
+  EXPECT_FALSE(GenerateSynthetic(o).ok());
+  o.text_first_captions = -0.1;
   EXPECT_FALSE(GenerateSynthetic(o).ok());
 }
 
