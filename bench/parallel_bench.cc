@@ -179,18 +179,10 @@ int Main(int argc, char** argv) {
                                    std::to_string((*tokenizer)->vocab_size()))
             .ok());
 
-  // The set-up sequence of parallel/engine/equivalence_main.cc.
-  auto ctx = MakeDistContext(config, world.get());
-  CHECK(ctx.ok()) << ctx.status();
-  DistContext& c = **ctx;
-  auto model = CreateRankModel(config, c);
-  CHECK(model.ok()) << model.status();
-  data::LoaderOptions lo = data::LoaderOptionsFromConfig(config, "train", c.coord.dp, args.dp);
-  lo.prefetch = 1;
-  auto loader = data::Loader::Create(lo, tokenizer->get());
-  CHECK(loader.ok()) << loader.status();
-  auto trainer = DistTrainer::Create(config, &c, model->get(), loader->get());
-  CHECK(trainer.ok()) << trainer.status();
+  auto job = MakeRankJob(config, world.get(), tokenizer->get());
+  CHECK(job.ok()) << job.status();
+  DistContext& c = *job->ctx;
+  DistTrainer* trainer = job->trainer.get();
 
   // The groups whose bytes are reported, in the table's order.
   std::vector<comm::Communicator*> groups = {c.tp.get(), c.dp.get(), c.pp.get(), c.dp_tp.get(),
@@ -203,13 +195,13 @@ int Main(int argc, char** argv) {
     for (comm::Communicator* g : groups) g->ResetStats();
     DistStepResult res;
     Timer timer;
-    absl::Status s = (*trainer)->Step(&res);
+    absl::Status s = trainer->Step(&res);
     const double seconds = timer.Seconds();
     CHECK(s.ok()) << "rank " << rank << ": " << s;
     // Snapshot before any of our own collectives adds to the counters.
     std::vector<double> stats;  // [groups] bytes, then fwd/bwd time sums and counts
     for (comm::Communicator* g : groups) stats.push_back(static_cast<double>(g->stats().bytes));
-    const pipeline::PipeRunResult& run = (*trainer)->last_run();
+    const pipeline::PipeRunResult& run = trainer->last_run();
     double f = 0, b = 0, fn = 0, bn = 0;
     for (const pipeline::OpTiming& t : run.timeline) {
       const bool fwd = t.op.kind == pipeline::PipeOp::kForward;
@@ -237,7 +229,7 @@ int Main(int argc, char** argv) {
     bwd_n += stats[groups.size() + 3];
     tokens = static_cast<double>(res.tokens);
     loss = res.metrics.loss;
-    red = (*trainer)->reducer().last_step();
+    red = trainer->reducer().last_step();
   }
 
   if (rank == 0) {

@@ -204,16 +204,11 @@ int Main(int argc, char** argv) {
             .ok());
 
   // The distributed side.
-  auto ctx = MakeDistContext(config, world.get());
-  CHECK(ctx.ok()) << ctx.status();
-  DistContext& c = **ctx;
-  auto model = CreateRankModel(config, c);
-  CHECK(model.ok()) << model.status();
-  auto loader = data::Loader::Create(LoaderFor(config, c.coord.dp, args.dp),
-                                     tokenizer->get());
-  CHECK(loader.ok()) << loader.status();
-  auto trainer = DistTrainer::Create(config, &c, model->get(), loader->get());
-  CHECK(trainer.ok()) << trainer.status();
+  auto job = MakeRankJob(config, world.get(), tokenizer->get());
+  CHECK(job.ok()) << job.status();
+  DistContext& c = *job->ctx;
+  std::unique_ptr<MLLM>& model = job->model;
+  DistTrainer* trainer = job->trainer.get();
 
   // The single-process reference (rank 0 only).
   Config ref_config = config;
@@ -250,16 +245,16 @@ int Main(int argc, char** argv) {
   bool ok = true;
   for (int step = 1; step <= args.steps; ++step) {
     DistStepResult res;
-    absl::Status s = (*trainer)->Step(&res);
+    absl::Status s = trainer->Step(&res);
     CHECK(s.ok()) << "rank " << rank << ": " << s;
     const bool contribute = c.coord.dp == 0;
     std::map<std::string, FullTensor> grads, params;
     if (!args.zero1) {
-      auto g = GatherFull(world.get(), (*model)->params(), (*model)->grad_data(), contribute);
+      auto g = GatherFull(world.get(), model->params(), model->grad_data(), contribute);
       CHECK(g.ok()) << g.status();
       grads = std::move(*g);
     }
-    auto p = GatherFull(world.get(), (*model)->params(), (*model)->param_data(), contribute);
+    auto p = GatherFull(world.get(), model->params(), model->param_data(), contribute);
     CHECK(p.ok()) << p.status();
     params = std::move(*p);
     if (rank == 0) {
@@ -308,7 +303,7 @@ int Main(int argc, char** argv) {
       full[q.name] = {q.shape, std::vector<float>(ref->param_data() + q.offset,
                                                   ref->param_data() + q.offset + q.numel)};
     }
-    CHECK(SliceFromFull(full, (*model)->params(), (*model)->param_data()).ok());
+    CHECK(SliceFromFull(full, model->params(), model->param_data()).ok());
   }
   int32_t verdict = ok ? 0 : 1;
   CHECK(world->Broadcast(std::span<int32_t>(&verdict, 1), 0).ok());

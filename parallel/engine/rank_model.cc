@@ -17,3 +17,21 @@ absl::StatusOr<std::unique_ptr<MLLM>> CreateRankModel(const Config& config,
 }
 
 }  // namespace ut::parallel
+
+namespace ut::parallel {
+
+absl::StatusOr<RankJob> MakeRankJob(const Config& config, comm::Communicator* world,
+                                    const data::Tokenizer* tokenizer) {
+  RankJob job;
+  ASSIGN_OR_RETURN(job.ctx, MakeDistContext(config, world));
+  ASSIGN_OR_RETURN(job.model, CreateRankModel(config, *job.ctx));
+  data::LoaderOptions lo =
+      data::LoaderOptionsFromConfig(config, "train", job.ctx->coord.dp, job.ctx->grid.dp());
+  lo.prefetch = 1;
+  ASSIGN_OR_RETURN(job.loader, data::Loader::Create(lo, tokenizer));
+  ASSIGN_OR_RETURN(job.trainer,
+                   DistTrainer::Create(config, job.ctx.get(), job.model.get(), job.loader.get()));
+  return job;
+}
+
+}  // namespace ut::parallel
