@@ -4,8 +4,6 @@
 // the retrieval head) against the whole model in every rank: loss, retrieval
 // embeddings and every parameter gradient slice by slice. Also TP combined with
 // pipeline chunks and two micro-batches in flight.
-#include <mpi.h>
-
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -18,7 +16,7 @@
 #include "core/model/tp.h"
 #include "gtest/gtest.h"
 #include "ops/cross_entropy.h"
-#include "parallel/comm/mpi_communicator.h"
+#include "parallel/comm/mpi_test_main.h"
 
 namespace ut {
 namespace {
@@ -31,10 +29,9 @@ using model::testing::MakeBatch;
 using model::testing::Piece;
 using model::testing::SmallConfig;
 
-std::unique_ptr<comm::Communicator> g_world;
 
 TEST(TpTest, VocabParallelCrossEntropyMatchesSingleRank) {
-  const int T = g_world->size(), r = g_world->rank();
+  const int T = comm::testing::World().size(), r = comm::testing::World().rank();
   const int N = 9, V = 8 * T, Vl = V / T;
   Rng rng(4);  // same values on every rank
   std::vector<float> logits(N * V);
@@ -51,7 +48,7 @@ TEST(TpTest, VocabParallelCrossEntropyMatchesSingleRank) {
   for (int n = 0; n < N; ++n) {
     for (int c = 0; c < Vl; ++c) local[n * Vl + c] = logits[n * V + r * Vl + c];
   }
-  const model::Tp tp{g_world.get(), r, T};
+  const model::Tp tp{&comm::testing::World(), r, T};
   int64_t count = 0;
   const double sum = model::VocabParallelCrossEntropy(tp, dlocal.data(), local.data(),
                                                       targets.data(), N, Vl, r * Vl, scale, &count);
@@ -85,10 +82,10 @@ class TpModelTest : public ::testing::Test {
   std::unique_ptr<MLLM> Shard(const unified_train::ModelConfig& c,
                               const std::vector<ModelShard::Chunk>& chunks) {
     ModelShard s;
-    s.tp_rank = g_world->rank();
-    s.tp_size = g_world->size();
+    s.tp_rank = comm::testing::World().rank();
+    s.tp_size = comm::testing::World().size();
     s.chunks = chunks;
-    auto m = MLLM::Create(c, s, g_world.get());
+    auto m = MLLM::Create(c, s, &comm::testing::World());
     EXPECT_TRUE(m.ok()) << m.status();
     (*m)->InitParams(3);
     (*m)->ZeroGrad();
@@ -197,23 +194,3 @@ TEST_F(TpModelTest, TensorParallelChunksMatchTheWholeModel) {
 
 }  // namespace
 }  // namespace ut
-
-int main(int argc, char** argv) {
-  testing::InitGoogleTest(&argc, argv);
-  auto rt = ut::comm::MpiRuntime::Init(&argc, &argv);
-  if (!rt.ok()) return 1;
-  ut::comm::CommOptions opts;
-  opts.timeout_s = 60;
-  ut::g_world = (*rt)->World(opts);
-  // Only rank 0 prints gtest output; every rank's result decides the exit code.
-  if (ut::g_world->rank() != 0) {
-    auto& listeners = testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ut::g_world.reset();
-  rt->reset();
-  return worst;
-}

@@ -6,8 +6,6 @@
 // = DP 2 x TP 2 (rank = tp + dp * TP, parallel/grid.h).
 #include "parallel/dld/dist_ld.h"
 
-#include <mpi.h>
-
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -17,20 +15,44 @@
 
 #include "core/base/rng.h"
 #include "core/train/discriminative_loss.h"
+#include "glog/logging.h"
 #include "gtest/gtest.h"
-#include "parallel/comm/mpi_communicator.h"
+#include "parallel/comm/mpi_test_main.h"
 
 namespace ut::dld {
 namespace {
 
 using unified_train::ObjectiveConfig;
 
-constexpr int kDp = 2;
-std::unique_ptr<comm::Communicator> g_world, g_dp, g_dp_tp;
-int g_tp = 1;
+using comm::testing::World;
 
-int DpRank() { return g_world->rank() / g_tp; }
-int TpRank() { return g_world->rank() % g_tp; }
+// The layout of these tests: world = DP (kDp) x TP ranks, one pipeline stage.
+constexpr int kDp = 2;
+struct Groups {
+  int tp = 1;
+  std::unique_ptr<comm::Communicator> dp;     // same tp rank, ordered by rank
+  std::unique_ptr<comm::Communicator> dp_tp;  // the whole world
+};
+// Built once, by every rank at the same (first) call; never freed, so that no
+// communicator outlives MPI_Finalize.
+const Groups& G() {
+  static const Groups* g = [] {
+    CHECK_EQ(World().size() % kDp, 0) << "dist_ld_test needs a multiple of " << kDp << " ranks";
+    auto* groups = new Groups;
+    groups->tp = World().size() / kDp;
+    const int tp_rank = World().rank() % groups->tp;
+    auto dp = World().Split(tp_rank, World().rank(), "dp[tp=" + std::to_string(tp_rank) + "]");
+    auto dp_tp = World().Split(0, World().rank(), "dp_tp");
+    CHECK(dp.ok() && dp_tp.ok());
+    groups->dp = std::move(*dp);
+    groups->dp_tp = std::move(*dp_tp);
+    return groups;
+  }();
+  return *g;
+}
+
+int DpRank() { return World().rank() / G().tp; }
+int TpRank() { return World().rank() % G().tp; }
 
 // Micro-batch j: samples with 1..4 slices each (the count depends on j, so
 // ranks hold different numbers of units), random modalities, teacher features
@@ -138,7 +160,7 @@ void ExpectDistributedEqualsSingleProcess(const Case& c) {
   o.mode = c.mode;
   o.delta = objective.delta();
   o.grad_scale = grad_scale;
-  auto got = DistributedLd(*units, my_r.data(), R, o, g_dp.get(), g_dp_tp.get(), dr.data());
+  auto got = DistributedLd(*units, my_r.data(), R, o, G().dp.get(), G().dp_tp.get(), dr.data());
   ASSERT_TRUE(got.ok()) << got.status();
 
   EXPECT_EQ(got->units, ref->units);
@@ -158,11 +180,11 @@ void ExpectDistributedEqualsSingleProcess(const Case& c) {
   }
   EXPECT_GT(largest, 1e-3);  // the gradient is not trivially zero
   // Units differ per DP rank (unequal parts), and the work split covers every rank.
-  std::vector<int64_t> my_units = {units->num_units()}, all_units(g_world->size());
-  ASSERT_TRUE(g_world->AllGather(std::span<const int64_t>(my_units),
+  std::vector<int64_t> my_units = {units->num_units()}, all_units(World().size());
+  ASSERT_TRUE(World().AllGather(std::span<const int64_t>(my_units),
                                  std::span<int64_t>(all_units)).ok());
-  EXPECT_NE(all_units[0], all_units[g_tp]);
-  if (g_world->rank() == 0) {
+  EXPECT_NE(all_units[0], all_units[G().tp]);
+  if (World().rank() == 0) {
     std::printf("[%s, %d micro-batch(es)/rank, %s teacher] N=%d L_d=%.6f (ref %.6f) | rank units:",
                 c.mode == ObjectiveConfig::PAPER ? "PAPER" : "SEQUENCE", A,
                 c.single_part ? "1-part" : "2-part", got->units, got->loss, ref->loss);
@@ -216,7 +238,7 @@ TEST(DistributedLd, PairSplitIsContiguousAndBalanced) {
 }
 
 TEST(DistributedLd, RanksWithDifferentPoolsAreADesyncError) {
-  if (g_tp == 1) GTEST_SKIP() << "needs TP > 1";
+  if (G().tp == 1) GTEST_SKIP() << "needs TP > 1";
   // The TP ranks of a DP rank load different micro-batches: every rank fails.
   const int R = 4;
   const int j = DpRank() + (TpRank() == 1 && DpRank() == 0 ? 4 : 0);
@@ -226,7 +248,7 @@ TEST(DistributedLd, RanksWithDifferentPoolsAreADesyncError) {
   auto units = train::FlattenPool({&part, 1}, 2, 1, 1, nullptr);
   ASSERT_TRUE(units.ok());
   std::vector<float> dr(r.size());
-  auto got = DistributedLd(*units, r.data(), R, {}, g_dp.get(), g_dp_tp.get(), dr.data());
+  auto got = DistributedLd(*units, r.data(), R, {}, G().dp.get(), G().dp_tp.get(), dr.data());
   ASSERT_FALSE(got.ok());
   EXPECT_NE(got.status().message().find("different pools"), std::string::npos) << got.status();
 }
@@ -238,7 +260,7 @@ TEST(DistributedLd, DifferentEmbeddingSizesAreAnErrorOnEveryRank) {
   const train::PoolPart part{&b, DpRank(), r.data()};
   auto units = train::FlattenPool({&part, 1}, 2, 1, 1, nullptr);
   ASSERT_TRUE(units.ok());
-  auto got = DistributedLd(*units, r.data(), R, {}, g_dp.get(), g_dp_tp.get(), nullptr);
+  auto got = DistributedLd(*units, r.data(), R, {}, G().dp.get(), G().dp_tp.get(), nullptr);
   ASSERT_FALSE(got.ok());
   EXPECT_NE(got.status().message().find("model.retrieval_dim"), std::string::npos)
       << got.status();
@@ -246,37 +268,3 @@ TEST(DistributedLd, DifferentEmbeddingSizesAreAnErrorOnEveryRank) {
 
 }  // namespace
 }  // namespace ut::dld
-
-int main(int argc, char** argv) {
-  testing::InitGoogleTest(&argc, argv);
-  auto rt = ut::comm::MpiRuntime::Init(&argc, &argv);
-  if (!rt.ok()) return 1;
-  ut::comm::CommOptions opts;
-  opts.timeout_s = 60;
-  using ut::dld::g_world;
-  g_world = (*rt)->World(opts);
-  if (g_world->size() % ut::dld::kDp != 0) {
-    std::fprintf(stderr, "dist_ld_test needs a multiple of %d ranks\n", ut::dld::kDp);
-    return 1;
-  }
-  ut::dld::g_tp = g_world->size() / ut::dld::kDp;
-  // DP group: same tp, ordered by rank; DP x TP group: the whole world (one stage).
-  auto dp = g_world->Split(g_world->rank() % ut::dld::g_tp, g_world->rank(),
-                           "dp[tp=" + std::to_string(g_world->rank() % ut::dld::g_tp) + "]");
-  auto dp_tp = g_world->Split(0, g_world->rank(), "dp_tp");
-  if (!dp.ok() || !dp_tp.ok()) return 1;
-  ut::dld::g_dp = std::move(*dp);
-  ut::dld::g_dp_tp = std::move(*dp_tp);
-  if (g_world->rank() != 0) {
-    auto& listeners = testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ut::dld::g_dp.reset();
-  ut::dld::g_dp_tp.reset();
-  g_world.reset();
-  rt->reset();
-  return worst;
-}

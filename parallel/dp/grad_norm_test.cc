@@ -10,13 +10,13 @@
 
 #include "core/base/rng.h"
 #include "gtest/gtest.h"
-#include "parallel/dp/mpi_test_main.h"
+#include "parallel/comm/mpi_test_main.h"
 #include "parallel/dp/zero1.h"
 
 namespace ut::dp {
 namespace {
 
-using testing::World;
+using comm::testing::World;
 
 // A global (unsharded) parameter: rows x cols; replicated over TP or split
 // by rows (column-parallel style).

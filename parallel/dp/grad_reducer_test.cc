@@ -8,12 +8,12 @@
 
 #include "core/base/rng.h"
 #include "gtest/gtest.h"
-#include "parallel/dp/mpi_test_main.h"
+#include "parallel/comm/mpi_test_main.h"
 
 namespace ut::dp {
 namespace {
 
-using testing::World;
+using comm::testing::World;
 
 // [0, n) cut into pieces of 1..max_piece floats (the "parameters"), the same
 // on every rank.

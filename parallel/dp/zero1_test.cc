@@ -11,12 +11,12 @@
 #include "core/model/mllm.h"
 #include "core/train/adamw.h"
 #include "gtest/gtest.h"
-#include "parallel/dp/mpi_test_main.h"
+#include "parallel/comm/mpi_test_main.h"
 
 namespace ut::dp {
 namespace {
 
-using testing::World;
+using comm::testing::World;
 
 // Parameters of these sizes, alternately decayed, tile `total` floats. With
 // 1003 floats the shards (2 ranks: 501/502; 4 ranks: 250 x 3 + 253) each

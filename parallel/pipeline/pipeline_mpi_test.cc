@@ -4,8 +4,6 @@
 // the last chunk's loss is 0.5 * sum(y^2). Losses and weight gradients must
 // equal a single-process chain over the same micro-batches, for 1F1B and
 // interleaved schedules, with T varying per micro-batch.
-#include <mpi.h>
-
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -13,14 +11,14 @@
 
 #include "core/base/logging.h"
 #include "gtest/gtest.h"
-#include "parallel/comm/mpi_communicator.h"
+#include "parallel/comm/mpi_test_main.h"
 #include "parallel/pipeline/executor.h"
 
 namespace ut::pipeline {
 namespace {
 
-comm::MpiRuntime* g_runtime = nullptr;
-std::unique_ptr<comm::Communicator> g_world;
+using comm::testing::Runtime;
+using comm::testing::World;
 
 constexpr int kB = 2, kC = 3;
 int SeqLen(int micro) { return 1 + (micro * 7) % 5; }  // 1..5, varies per micro-batch
@@ -181,7 +179,7 @@ class ToyStage : public PipelineStage {
 };
 
 std::unique_ptr<comm::Communicator> PpGroup(const comm::CommOptions& options) {
-  auto world = g_runtime->World(options);
+  auto world = Runtime().World(options);
   auto pp = world->Split(0, world->rank(), "pp");
   CHECK(pp.ok()) << pp.status();
   return std::move(*pp);
@@ -286,7 +284,7 @@ TEST(Pipeline, ForwardOnlyGivesTheLossesWithoutBackward) {
 
 TEST(Pipeline, OneStageWithTwoChunksSendsToItself) {
   // pp = 1, virtual_stages = 2: chunk 0's output goes to chunk 1 on the same rank.
-  auto world = g_runtime->World({.timeout_s = 20});
+  auto world = Runtime().World({.timeout_s = 20});
   auto self = world->Split(world->rank(), 0, "pp-self");
   ASSERT_TRUE(self.ok()) << self.status();
   auto ops = Interleaved(1, 0, 3, 2);
@@ -328,7 +326,7 @@ TEST(Pipeline, SendRecvActivationChecksTheHeader) {
     ASSERT_TRUE(RecvActivation(*pp, 0, Flow::kBackward, expected, got, verbose).ok());
     for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], static_cast<float>(i));
   }
-  EXPECT_TRUE(g_world->Barrier().ok());
+  EXPECT_TRUE(World().Barrier().ok());
 }
 
 TEST(Pipeline, DesyncIsAClearErrorNotAHang) {
@@ -355,48 +353,8 @@ TEST(Pipeline, DesyncIsAClearErrorNotAHang) {
   } else {
     EXPECT_EQ(run.status().code(), absl::StatusCode::kDeadlineExceeded) << msg;
   }
-  EXPECT_TRUE(g_world->Barrier().ok());
+  EXPECT_TRUE(World().Barrier().ok());
 }
-
-// On ranks other than 0: print failed assertions only, prefixed with the rank.
-class RankFailurePrinter : public testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestStart(const testing::TestInfo& t) override {
-    test_ = std::string(t.test_suite_name()) + "." + t.name();
-  }
-  // (UnitTest::current_test_info() would deadlock here: gtest holds its lock.)
-  void OnTestPartResult(const testing::TestPartResult& r) override {
-    if (!r.failed()) return;
-    std::cerr << "[rank " << rank_ << "] FAILED " << test_ << " at " << r.file_name() << ":"
-              << r.line_number() << ": " << r.summary() << "\n";
-  }
-
- private:
-  int rank_;
-  std::string test_;
-};
 
 }  // namespace
 }  // namespace ut::pipeline
-
-int main(int argc, char** argv) {
-  testing::InitGoogleTest(&argc, argv);
-  auto rt = ut::comm::MpiRuntime::Init(&argc, &argv);
-  if (!rt.ok()) return 1;
-  ut::pipeline::g_runtime = rt->get();
-  ut::pipeline::g_world = (*rt)->World({.timeout_s = 60});
-  ut::InitLogging(argv[0], ut::pipeline::g_world->rank());
-  // Only rank 0 prints gtest output; every rank's result decides the exit code.
-  if (ut::pipeline::g_world->rank() != 0) {
-    auto& listeners = testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new ut::pipeline::RankFailurePrinter(ut::pipeline::g_world->rank()));
-  }
-  int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ut::pipeline::g_world.reset();
-  rt->reset();
-  return worst;
-}

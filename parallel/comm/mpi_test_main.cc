@@ -1,4 +1,4 @@
-#include "parallel/dp/mpi_test_main.h"
+#include "parallel/comm/mpi_test_main.h"
 
 #include <mpi.h>
 
@@ -6,13 +6,14 @@
 #include <memory>
 #include <string>
 
+#include "core/base/logging.h"
 #include "gtest/gtest.h"
-#include "parallel/comm/mpi_communicator.h"
 
-namespace ut::dp::testing {
+namespace ut::comm::testing {
 namespace {
 
-std::unique_ptr<comm::Communicator> g_world;
+std::unique_ptr<MpiRuntime> g_runtime;
+std::unique_ptr<Communicator> g_world;
 
 // Failures of ranks other than 0 (whose report printer is removed).
 class RankFailurePrinter : public ::testing::EmptyTestEventListener {
@@ -35,30 +36,34 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
 
 }  // namespace
 
-comm::Communicator& World() { return *g_world; }
+Communicator& World() { return *g_world; }
+MpiRuntime& Runtime() { return *g_runtime; }
 
-}  // namespace ut::dp::testing
+}  // namespace ut::comm::testing
 
 int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
+  namespace t = ut::comm::testing;
   auto runtime = ut::comm::MpiRuntime::Init(&argc, &argv);
   if (!runtime.ok()) {
     std::fprintf(stderr, "%s\n", std::string(runtime.status().message()).c_str());
     return 1;
   }
+  t::g_runtime = std::move(*runtime);
   ut::comm::CommOptions options;
   options.timeout_s = 60;
-  ut::dp::testing::g_world = (*runtime)->World(options);
-  const int rank = ut::dp::testing::g_world->rank();
+  t::g_world = t::g_runtime->World(options);
+  const int rank = t::g_world->rank();
+  ut::InitLogging(argv[0], rank);
   if (rank != 0) {
     auto& listeners = testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new ut::dp::testing::RankFailurePrinter(rank));
+    listeners.Append(new t::RankFailurePrinter(rank));
   }
   int rc = RUN_ALL_TESTS();
   int worst = rc;
   MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ut::dp::testing::g_world.reset();
-  runtime->reset();
+  t::g_world.reset();
+  t::g_runtime.reset();  // MPI_Finalize
   return worst;
 }
