@@ -51,6 +51,7 @@
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "data/tokenizer.h"
+#include "launch/flags.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "parallel/engine/dist_context.h"
 #include "parallel/engine/dist_trainer.h"
@@ -72,35 +73,33 @@ struct Args {
 };
 
 Args ParseArgs(int argc, char** argv) {
+  auto flags = launch::ParseArgs(argc, argv, {"zero1"},
+                                 {"config", "data_dir", "label", "tp", "pp", "dp", "vs", "global",
+                                  "mb", "seq", "layers", "steps", "warmup", "alpha"});
+  CHECK(flags.ok()) << flags.status();
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      CHECK_LT(i + 1, argc) << k << " needs a value";
-      return argv[++i];
-    };
-    auto num = [&]() {
+  for (const launch::ParsedFlag& f : *flags) {
+    auto num = [&f] {
       int v = 0;
-      const std::string s = next();
-      CHECK(absl::SimpleAtoi(s, &v)) << k << " needs an integer, got '" << s << "'";
+      CHECK(absl::SimpleAtoi(f.value, &v)) << f.arg << " needs an integer, got '" << f.value << "'";
       return v;
     };
-    if (k == "--config") a.config = next();
-    else if (k == "--data_dir") a.data_dir = next();
-    else if (k == "--label") a.label = next();
-    else if (k == "--tp") a.tp = num();
-    else if (k == "--pp") a.pp = num();
-    else if (k == "--dp") a.dp = num();
-    else if (k == "--vs") a.vs = num();
-    else if (k == "--global") a.global = num();
-    else if (k == "--mb") a.mb = num();
-    else if (k == "--seq") a.seq = num();
-    else if (k == "--layers") a.layers = num();
-    else if (k == "--steps") a.steps = num();
-    else if (k == "--warmup") a.warmup = num();
-    else if (k == "--zero1") a.zero1 = true;
-    else if (k == "--alpha") CHECK(absl::SimpleAtod(next(), &a.alpha)) << "--alpha needs a number";
-    else LOG(FATAL) << "unknown flag " << k << " (see the comment at the top of parallel_bench.cc)";
+    if (f.name == "config") a.config = f.value;
+    else if (f.name == "data_dir") a.data_dir = f.value;
+    else if (f.name == "label") a.label = f.value;
+    else if (f.name == "tp") a.tp = num();
+    else if (f.name == "pp") a.pp = num();
+    else if (f.name == "dp") a.dp = num();
+    else if (f.name == "vs") a.vs = num();
+    else if (f.name == "global") a.global = num();
+    else if (f.name == "mb") a.mb = num();
+    else if (f.name == "seq") a.seq = num();
+    else if (f.name == "layers") a.layers = num();
+    else if (f.name == "steps") a.steps = num();
+    else if (f.name == "warmup") a.warmup = num();
+    else if (f.name == "zero1") a.zero1 = true;
+    else if (f.name == "alpha") CHECK(absl::SimpleAtod(f.value, &a.alpha)) << f.arg << " needs a number";
+    else LOG(FATAL) << "unknown flag " << f.arg << " (see the comment at the top of parallel_bench.cc)";
   }
   CHECK(!a.config.empty()) << "--config is required";
   CHECK(!a.data_dir.empty()) << "--data_dir is required";
