@@ -16,7 +16,6 @@
 #include "absl/strings/str_cat.h"
 #include "core/base/logging.h"
 #include "core/base/rng.h"
-#include "core/base/timer.h"
 #include "core/model/mllm.h"
 #include "core/train/checkpoint.h"
 #include "core/train/discriminative_loss.h"
@@ -301,29 +300,21 @@ absl::Status DistJob::Train() {
   } else {
     RETURN_IF_ERROR(Agree(setup_, absl::OkStatus()));
   }
-  Timer run_timer, log_timer;
-  int64_t tokens_since_log = 0;
+  train::ProgressClock clock(first_step);
   while (trainer_->step() < total) {
     parallel::DistStepResult res;
     if (absl::Status s = trainer_->Step(&res); !s.ok()) Fatal(s);
     const int64_t step = trainer_->step();
     tokens_seen_ += res.tokens;
-    tokens_since_log += res.tokens;
+    clock.AddTokens(res.tokens);
     if (step % tc.log_every() == 0 || step == total) {
       train::StepMetrics m = res.metrics;
-      const double elapsed = run_timer.Seconds();
-      m.total_steps = total;
-      m.tokens_per_s = tokens_since_log / std::max(1e-9, log_timer.Seconds());
-      m.elapsed_s = elapsed;
-      m.eta_s = elapsed / (step - first_step) * (total - step);
-      m.tokens = tokens_seen_;
+      clock.Fill(&m, total, tokens_seen_);
       if (rank_ == 0) {
         if (absl::Status s = metrics.Append(m); !s.ok()) Fatal(s);
         std::printf("%s\n", train::ProgressLine(m).c_str());
         std::fflush(stdout);
       }
-      log_timer.Reset();
-      tokens_since_log = 0;
     }
     // A signal may reach some ranks only (or at different steps): agree.
     int32_t stop = train::StopRequested() ? 1 : 0;

@@ -1,5 +1,6 @@
 #include "core/train/metrics.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -84,6 +85,17 @@ absl::Status MetricsLog::Append(const StepMetrics& m) {
   out_.flush();
   if (!out_) return absl::DataLossError(absl::StrCat("writing ", path_, " failed (disk full?)"));
   return absl::OkStatus();
+}
+
+void ProgressClock::Fill(StepMetrics* m, int64_t total_steps, int64_t tokens_seen) {
+  const double elapsed = run_timer_.Seconds();
+  m->total_steps = total_steps;
+  m->tokens_per_s = tokens_since_log_ / std::max(1e-9, log_timer_.Seconds());
+  m->elapsed_s = elapsed;
+  m->eta_s = elapsed / (m->step - first_step_) * (total_steps - m->step);
+  m->tokens = tokens_seen;
+  log_timer_.Reset();
+  tokens_since_log_ = 0;
 }
 
 }  // namespace ut::train

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/base/status.h"
+#include "core/base/timer.h"
 
 namespace ut::train {
 
@@ -37,6 +38,24 @@ std::string ProgressLine(const StepMetrics& m);
 
 // {"step":40,"loss":3.1234,...}: floats with enough digits to round-trip.
 std::string MetricsJson(const StepMetrics& m);
+
+// The timing fields of the progress line, shared by the single-process and
+// distributed training loops: tokens/s since the previous logged step,
+// seconds since training started, ETA, tokens so far.
+class ProgressClock {
+ public:
+  // first_step: the step training (re)started from.
+  explicit ProgressClock(int64_t first_step) : first_step_(first_step) {}
+  void AddTokens(int64_t n) { tokens_since_log_ += n; }
+  // Fills m's total_steps, tokens_per_s, elapsed_s, eta_s and tokens (m->step
+  // must be set) and starts the next logging interval.
+  void Fill(StepMetrics* m, int64_t total_steps, int64_t tokens_seen);
+
+ private:
+  int64_t first_step_;
+  int64_t tokens_since_log_ = 0;
+  Timer run_timer_, log_timer_;
+};
 
 // Appends to out_dir/metrics.jsonl.
 class MetricsLog {

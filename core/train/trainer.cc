@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/logging.h"
-#include "core/base/timer.h"
 #include "core/train/discriminative_loss.h"
 #include "core/train/lr_schedule.h"
 #include "ops/optim.h"
@@ -207,23 +206,16 @@ absl::Status Trainer::Run(int64_t stop_at) {
   MetricsLog metrics;
   RETURN_IF_ERROR(metrics.Open(tc.out_dir() + "/metrics.jsonl", step_ > 0 ? step_ : -1));
   const bool rank0 = LogRank() == 0;
-  const int64_t first_step = step_;
-  Timer run_timer, log_timer;
-  int64_t tokens_since_log = 0;
+  ProgressClock clock(step_);
 
   while (step_ < end) {
     StepMetrics m;
     int64_t tokens = 0;
     RETURN_IF_ERROR(TrainStep(&m, &tokens));
     tokens_seen_ += tokens;
-    tokens_since_log += tokens;
+    clock.AddTokens(tokens);
     if (step_ % tc.log_every() == 0 || step_ == total || step_ == end) {
-      const double elapsed = run_timer.Seconds();
-      m.total_steps = total;
-      m.tokens_per_s = tokens_since_log / std::max(1e-9, log_timer.Seconds());
-      m.elapsed_s = elapsed;
-      m.eta_s = elapsed / (step_ - first_step) * (total - step_);
-      m.tokens = tokens_seen_;
+      clock.Fill(&m, total, tokens_seen_);
       if (rank0) {
         RETURN_IF_ERROR(metrics.Append(m));
         if (print_progress_) {
@@ -231,8 +223,6 @@ absl::Status Trainer::Run(int64_t stop_at) {
           std::fflush(stdout);
         }
       }
-      log_timer.Reset();
-      tokens_since_log = 0;
     }
     if (StopRequested()) {
       stopped_by_request_ = true;

@@ -153,9 +153,7 @@ absl::Status DistTrainer::Step(DistStepResult* result) {
   // 2. Gradient cache for the GLOBAL_BATCH pool: embed everything first.
   if (ld_on && global_pool) {
     stage_.BeginStep(&batches_, 1.0f, nullptr, [&](int m, bool) { embed(m); });
-    ASSIGN_OR_RETURN(pipeline::PipeRunResult pass1,
-                     pipeline::ForwardOnly(A, stage_, *ctx_->pp, run_options));
-    (void)pass1;
+    RETURN_IF_ERROR(pipeline::ForwardOnly(A, stage_, *ctx_->pp, run_options).status());
     if (last) {
       std::vector<int> all(A);
       for (int m = 0; m < A; ++m) all[m] = m;
