@@ -28,10 +28,10 @@ using model::testing::ExpectGradsMatch;
 using model::testing::MakeBatch;
 using model::testing::Piece;
 using model::testing::SmallConfig;
-
+using comm::testing::World;
 
 TEST(TpTest, VocabParallelCrossEntropyMatchesSingleRank) {
-  const int T = comm::testing::World().size(), r = comm::testing::World().rank();
+  const int T = World().size(), r = World().rank();
   const int N = 9, V = 8 * T, Vl = V / T;
   Rng rng(4);  // same values on every rank
   std::vector<float> logits(N * V);
@@ -48,7 +48,7 @@ TEST(TpTest, VocabParallelCrossEntropyMatchesSingleRank) {
   for (int n = 0; n < N; ++n) {
     for (int c = 0; c < Vl; ++c) local[n * Vl + c] = logits[n * V + r * Vl + c];
   }
-  const model::Tp tp{&comm::testing::World(), r, T};
+  const model::Tp tp{&World(), r, T};
   int64_t count = 0;
   const double sum = model::VocabParallelCrossEntropy(tp, dlocal.data(), local.data(),
                                                       targets.data(), N, Vl, r * Vl, scale, &count);
@@ -82,10 +82,10 @@ class TpModelTest : public ::testing::Test {
   std::unique_ptr<MLLM> Shard(const unified_train::ModelConfig& c,
                               const std::vector<ModelShard::Chunk>& chunks) {
     ModelShard s;
-    s.tp_rank = comm::testing::World().rank();
-    s.tp_size = comm::testing::World().size();
+    s.tp_rank = World().rank();
+    s.tp_size = World().size();
     s.chunks = chunks;
-    auto m = MLLM::Create(c, s, &comm::testing::World());
+    auto m = MLLM::Create(c, s, &World());
     EXPECT_TRUE(m.ok()) << m.status();
     (*m)->InitParams(3);
     (*m)->ZeroGrad();
