@@ -3,17 +3,25 @@
 // Layout. The matrix is swept in horizontal strips of up to 128 rows; the last
 // row of R (and, going back, what the strip's first row sends upwards in E) is
 // handed from strip to strip. In a strip, diagonal t = r + j holds the band
-// cells r in [lo(t), hi(t)]. Rolling buffers (R, E) are indexed by r, so the
-// three neighbours of (r,j) are R_{t-2}[r-1] (diagonal), R_{t-1}[r-1] (up) and
-// R_{t-1}[r] (left): unit stride, SIMD loops. Entries just outside [lo, hi] are
-// sentinels (R = +inf or the row above, E = 0). The per-cell softmin weights
-// are packed diagonal after diagonal with one zero pad on each side
-// ([lo - 1, hi + 1]), exactly the range the backward reads.
-// Each diagonal: gather its costs, then pass 1 in double (minimum and gaps),
-// pass 2 in float (exp, log, weights; 8 lanes), pass 3 in double (R).
+// cells r in [lo(t), hi(t)]. A strip's costs are first re-laid diagonal-major
+// ("skewed": S[t][r] = cost(r, t - r), 8 x 8 blocks transposed in registers),
+// so that the sweep reads each diagonal's costs, and the backward writes each
+// diagonal's E, as one contiguous run; E is skewed back to rows at the end.
+// Rolling buffers of R are indexed by r, so the three neighbours of (r,j) are
+// R_{t-2}[r-1] (diagonal), R_{t-1}[r-1] (up) and R_{t-1}[r] (left): unit
+// stride, SIMD loops. Entries just outside [lo, hi] are sentinels (R = +inf or
+// the row above, E = 0). The per-cell softmin weights are packed diagonal
+// after diagonal with one zero pad on each side ([lo - 1, hi + 1]), exactly
+// the range the backward reads.
+// Each diagonal: pass 1 in double (minimum and gaps), pass 2 in float (exp,
+// log, weights; 8-16 lanes), pass 3 in double (R).
 #include "ops/sdtw.h"
 
 #include <omp.h>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -28,10 +36,9 @@ namespace ut::cpu {
 
 struct SdtwWorkspace::Buffers {
   std::vector<double> r;                  // 3 rolling diagonals of R in a strip
-  std::vector<float> e;                   // 3 rolling diagonals of E in a strip
-  internal::FloatBuffer tile;             // a strip's costs, then its E [128, m+16]
-  std::vector<float> cost_diag;           // per-diagonal temporaries [130]
-  std::vector<float> gap1, gap2, argmin, log_sum;
+  internal::FloatBuffer tile;             // a strip's costs, then its E, by rows [128, m+24]
+  internal::FloatBuffer skew;             // the same, by diagonals [128+m+24, 136]
+  std::vector<float> gap1, gap2, argmin, log_sum;  // per-diagonal temporaries [130]
   std::vector<double> base;
   std::vector<double> row_a, row_b;       // R of the rows between strips [m+2]
   std::vector<float> below, above;        // E flowing between strips [m+2]
@@ -49,6 +56,7 @@ SdtwWorkspace& SdtwWorkspace::operator=(SdtwWorkspace&&) noexcept = default;
 
 void SdtwWorkspace::Trim(int64_t max_floats) {
   buffers_->tile.Trim(max_floats);
+  buffers_->skew.Trim(max_floats);
   buffers_->w_diag.Trim(max_floats);
   buffers_->w_up.Trim(max_floats);
   buffers_->w_left.Trim(max_floats);
@@ -76,6 +84,16 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // what makes one sentinel on each side of a diagonal enough.
 constexpr int kStripRows = 128;
 
+// The diagonal loops run over whole vectors: [lo, PaddedEnd(lo, hi)), a
+// multiple of kLanes cells. The extra lanes compute on whatever lies past hi
+// (sentinels, then stale values) and write only scratch that nothing reads as
+// a cell: the rolling R slots past hi + 1, weight slots of the next diagonal
+// (written again when that diagonal is done) and skew slots outside the strip
+// or the band. Without this the compiler's scalar remainder loop (up to 15
+// cells of exp/log per diagonal) costs about as much as the vector part.
+constexpr int kLanes = 16;
+inline int PaddedEnd(int lo, int hi) { return lo + ((hi - lo + 1 + kLanes - 1) & ~(kLanes - 1)); }
+
 // The two sweep kernels are also compiled for x86-64-v4 (AVX-512) and picked
 // at load time where the CPU has it (about 1.3x faster on the forward); the
 // lanes do the same IEEE operations either way.
@@ -85,8 +103,77 @@ constexpr int kStripRows = 128;
 #define UT_SDTW_CLONES
 #endif
 
-// Row pitch of the per-strip tile: m plus one cache line.
-int64_t TilePitch(int m) { return m + 16; }
+// ---- Skewed (diagonal-major) layout of a strip ------------------------------
+//
+// The strip's costs are copied by rows into `tile` [round8(rows), kTileLeft +
+// m + kTileRight] (pads on both sides), then re-laid into `skew` with
+// S[t * kSkewPitch + r] = tile(r, j = t - r) for local rows r in [1, rows]:
+// diagonal t is then the contiguous run S[t][lo(t) .. hi(t)]. Slots 0 and
+// rows + 1 hold the sentinels of the backward. Example, a strip of 3 rows and
+// m = 4 (cells named by (r,j)):
+//   tile (rows)              skew (diagonals)
+//   (1,1)(1,2)(1,3)(1,4)     t=2: (1,1)
+//   (2,1)(2,2)(2,3)(2,4)     t=3: (1,2)(2,1)
+//   (3,1)(3,2)(3,3)(3,4)     t=4: (1,3)(2,2)(3,1)   ... t=7: (3,4)
+// Both directions go in 8 x 8 blocks: rows r0+1..r0+8 by diagonals T..T+7.
+// Row l of a block is read (or written) at column T - r0 - 2 - l, 8 floats,
+// which is a plain 8 x 8 transpose between row stride (tile pitch - 1) and
+// diagonal stride kSkewPitch. Blocks reach 7 columns left of the matrix and up
+// to 13 right of it: those land in the pads, and their skew slots are outside
+// [lo, hi], never read as cells.
+constexpr int kTileLeft = 8, kTileRight = 16;
+constexpr int kSkewPitch = kStripRows + kLanes;  // slots 0 .. kStripRows + 1 used, + overrun
+
+int64_t TilePitch(int m) { return kTileLeft + m + kTileRight; }
+// Diagonals 0 .. rows + m + 2 plus the overhang of the last block.
+int64_t SkewRows(int m) { return kStripRows + m + 24; }
+
+// dst[k * dst_stride + l] = src[l * src_stride + k] for k, l in [0, 8).
+[[gnu::always_inline]] inline void Transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+#if defined(__AVX2__)
+  __m256 r[8], t[8];
+  for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(src + l * src_stride);
+  for (int l = 0; l < 8; l += 2) {
+    t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);      // a0 b0 a1 b1 | a4 b4 a5 b5
+    t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);  // a2 b2 a3 b3 | a6 b6 a7 b7
+  }
+  for (int q = 0; q < 8; q += 4) {
+    r[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);      // a0 b0 c0 d0 | a4 b4 c4 d4
+    r[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xEE);  // a1 b1 c1 d1 | a5 ..
+    r[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);  // a2 .. | a6 ..
+    r[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);  // a3 .. | a7 ..
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(dst + k * dst_stride, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+    _mm256_storeu_ps(dst + (k + 4) * dst_stride, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+  }
+#else
+  for (int k = 0; k < 8; ++k) {
+    for (int l = 0; l < 8; ++l) dst[k * dst_stride + l] = src[l * src_stride + k];
+  }
+#endif
+}
+
+// Pointer to tile(r, column c) (0-based r, column c may be -kTileLeft .. m + kTileRight - 1).
+inline float* TileAt(float* tile, int64_t pitch, int r, int c) {
+  return tile + r * pitch + kTileLeft + c;
+}
+
+// tile -> skew (to_skew) or skew -> tile, every 8 x 8 block of the strip.
+void SkewBlocks(float* tile, float* skew, int rows, int m, bool to_skew) {
+  const int64_t pitch = TilePitch(m);
+  for (int r0 = 0; r0 < rows; r0 += 8) {
+    for (int t = r0 + 2; t <= r0 + 8 + m; t += 8) {
+      float* rowwise = TileAt(tile, pitch, r0, t - r0 - 2);  // row l at + l * (pitch - 1)
+      float* diagwise = skew + int64_t{t} * kSkewPitch + r0 + 1;
+      if (to_skew) {
+        Transpose8x8(rowwise, pitch - 1, diagwise, kSkewPitch);
+      } else {
+        Transpose8x8(diagwise, kSkewPitch, rowwise, pitch - 1);
+      }
+    }
+  }
+}
 
 struct Strip {
   int i0, rows, m, width;  // width < 0: no band
@@ -120,6 +207,24 @@ std::vector<Strip> MakeStrips(int n, int m, int band) {
   return strips;
 }
 
+// cost: the strip's rows [rows, m] -> ws->skew (diagonal-major, see above).
+void SkewCosts(const float* cost, int rows, int m, Buffers* ws) {
+  const int64_t pitch = TilePitch(m);
+  float* tile = ws->tile.data();
+  const int padded_rows = (rows + 7) / 8 * 8;
+  for (int r = 0; r < padded_rows; ++r) {
+    float* row = TileAt(tile, pitch, r, 0);
+    if (r < rows) {
+      std::memcpy(row, cost + int64_t{r} * m, 4 * m);
+    } else {
+      std::fill_n(row, m, 0.f);
+    }
+    std::fill_n(row - kTileLeft, kTileLeft, 0.f);
+    std::fill_n(row + m, kTileRight, 0.f);
+  }
+  SkewBlocks(tile, ws->skew.data(), rows, m, /*to_skew=*/true);
+}
+
 // One strip of the forward. cost: the strip's rows [rows, m]. top [m+1]: R of
 // the row above (global row i0 - 1); bottom [m+1] gets R of the strip's last
 // row (+inf outside the band). With kStoreWeights the softmin weights go to
@@ -128,11 +233,12 @@ template <bool kStoreWeights>
 UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamma, const double* top,
                   double* bottom, int64_t w_off, Buffers* ws) {
   const int rows = st.rows, m = st.m;
-  const int stride = rows + 2;
+  const int stride = rows + 2 + kLanes;
   ws->r.assign(3 * stride, kInf);
   ws->r[0] = top[0];           // diagonal 0, slot 0: R(i0 - 1, 0)
   ws->r[stride] = top[1];      // diagonal 1, slot 0: R(i0 - 1, 1)
-  float* cd = ws->cost_diag.data();
+  SkewCosts(cost, rows, m, ws);
+  const float* skew = ws->skew.data();
   float* gap1 = ws->gap1.data();
   float* gap2 = ws->gap2.data();
   float* argmin = ws->argmin.data();
@@ -140,22 +246,13 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
   double* base = ws->base.data();
   float *w_diag = nullptr, *w_up = nullptr, *w_left = nullptr;
   const double inv_gamma = 1.0 / gamma;
-  // The strip's costs are first copied to a tile whose row pitch is not a
-  // power of two, so that the diagonal gather (one element per row) does not
-  // hit the same few cache sets; cost(r, j) with r + j = t is then at
-  // tile[(r-1)*(pitch-1) + t-2].
-  const int64_t pitch = TilePitch(m);
-  float* tile = ws->tile.data();
-  for (int r = 0; r < rows; ++r) std::memcpy(tile + r * pitch, cost + int64_t{r} * m, 4 * m);
-  const int64_t cost_stride = pitch - 1;
   std::fill(bottom, bottom + m + 1, kInf);
   for (int t = 2; t <= rows + m; ++t) {
-    const int lo = st.lo(t), hi = st.hi(t);
+    const int lo = st.lo(t), hi = st.hi(t), end = PaddedEnd(lo, hi);
     const double* r_pp = ws->r.data() + ((t - 2) % 3) * stride;
     const double* r_p = ws->r.data() + ((t - 1) % 3) * stride;
     double* r_c = ws->r.data() + (t % 3) * stride;
-    const float* cost_t = tile + (t - 2);
-    for (int i = lo; i <= hi; ++i) cd[i] = cost_t[(i - 1) * cost_stride];
+    const float* cd = skew + int64_t{t} * kSkewPitch;  // cost of (r, t - r) at cd[r]
     if (kStoreWeights) {
       w_diag = ws->w_diag.data() + w_off - (lo - 1);
       w_up = ws->w_up.data() + w_off - (lo - 1);
@@ -164,7 +261,7 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
     // Pass 1 (double): which neighbour is the minimum, the scaled gaps of the
     // other two (>= 0, +inf if unreachable), and c(i,j) + min.
 #pragma omp simd
-    for (int i = lo; i <= hi; ++i) {
+    for (int i = lo; i < end; ++i) {
       const double a = r_pp[i - 1], b = r_p[i - 1], l = r_p[i];
       const double mn = std::min(std::min(a, b), l);
       const bool reachable = mn < kInf;
@@ -178,10 +275,10 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
       argmin[i] = static_cast<float>(!reachable ? 3.0 : (a_min ? 0.0 : (b_min ? 1.0 : 2.0)));
       base[i] = reachable ? cd[i] + mn : kInf;
     }
-    // Pass 2 (float, 8 lanes): softmin = min - gamma * log(1 + e1 + e2) and
+    // Pass 2 (float, 8-16 lanes): softmin = min - gamma * log(1 + e1 + e2) and
     // the three weights; computed unconditionally, then selected.
 #pragma omp simd
-    for (int i = lo; i <= hi; ++i) {
+    for (int i = lo; i < end; ++i) {
       const float g1 = gap1[i], g2 = gap2[i];
       const float x1 = ExpNonPositive(-std::min(g1, 87.f));
       const float x2 = ExpNonPositive(-std::min(g2, 87.f));
@@ -200,7 +297,7 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
     }
     // Pass 3 (double): R = c + softmin (+inf stays +inf).
 #pragma omp simd
-    for (int i = lo; i <= hi; ++i) r_c[i] = base[i] - gamma * log_sum[i];
+    for (int i = lo; i < end; ++i) r_c[i] = base[i] - gamma * log_sum[i];
     // Sentinels: slot 0 is the row above (R(i0 - 1, t)), others are outside the band.
     r_c[lo - 1] = lo == 1 ? (t <= m ? top[t] : kInf) : kInf;
     r_c[hi + 1] = kInf;
@@ -219,16 +316,17 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
   }
 }
 
+
 // One strip of the backward, after the forward stored the weights from slot
 // w_off. E: the strip's rows [rows, m] (scale * dR[n,m]/dc, written).
 // below [m+2]: what the row under the strip sends to the strip's last row,
 // below[j] = E(i1+1, j) w_up(i1+1, j) + E(i1+1, j+1) w_diag(i1+1, j+1);
 // above [m+2] gets the same for the row above the strip.
+// E is built diagonal by diagonal in ws->skew (the costs there are no longer
+// needed), then skewed back to rows.
 UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const float* below, float* above,
                    int64_t w_off, Buffers* ws) {
   const int rows = st.rows, m = st.m;
-  const int stride = rows + 2;
-  ws->e.assign(3 * stride, 0.f);
   ws->top_e.assign(m + 2, 0.f);
   ws->top_w_up.assign(m + 2, 0.f);
   ws->top_w_diag.assign(m + 2, 0.f);
@@ -237,23 +335,20 @@ UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const 
     ws->diag_off[t] = w_off - (st.lo(t) - 1);  // base: weights of (t, r) at base + r
     w_off += st.slots(t);
   }
-  // E is scattered along diagonals into the tile (see ForwardStrip), then
-  // copied out row by row.
-  const int64_t pitch = TilePitch(m);
-  float* tile = ws->tile.data();
-  if (st.width >= 0) std::fill_n(tile, rows * pitch, 0.f);  // cells outside the band
-  const int64_t e_stride = pitch - 1;
+  float* skew = ws->skew.data();
+  // Diagonals rows + m + 1 and + 2 (after the last cell) send nothing.
+  std::fill_n(skew + int64_t{rows + m + 1} * kSkewPitch, 2 * kSkewPitch, 0.f);
   for (int t = rows + m; t >= 2; --t) {
-    const int lo = st.lo(t), hi = st.hi(t);
-    float* e_c = ws->e.data() + (t % 3) * stride;
-    const float* e_1 = ws->e.data() + ((t + 1) % 3) * stride;
-    const float* e_2 = ws->e.data() + ((t + 2) % 3) * stride;
+    const int lo = st.lo(t), hi = st.hi(t), end = PaddedEnd(lo, hi);
+    float* e_c = skew + int64_t{t} * kSkewPitch;  // E(r, t - r) at e_c[r]
+    const float* e_1 = e_c + kSkewPitch;
+    const float* e_2 = e_c + 2 * kSkewPitch;
     const float* w_left_1 = ws->w_left.data() + ws->diag_off[t + 1];
     const float* w_up_1 = ws->w_up.data() + ws->diag_off[t + 1];
     const float* w_diag_2 = ws->w_diag.data() + ws->diag_off[t + 2];
     // E(r,j) = E(r,j+1) w_left(r,j+1) + E(r+1,j) w_up(r+1,j) + E(r+1,j+1) w_diag(r+1,j+1).
 #pragma omp simd
-    for (int i = lo; i <= hi; ++i) {
+    for (int i = lo; i < end; ++i) {
       e_c[i] = e_1[i] * w_left_1[i] + e_1[i + 1] * w_up_1[i + 1] + e_2[i + 1] * w_diag_2[i + 1];
     }
     if (hi == rows && lo <= rows) e_c[rows] += below[t - rows];
@@ -264,14 +359,24 @@ UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const 
       ws->top_w_up[t - 1] = ws->w_up.data()[ws->diag_off[t] + 1];
       ws->top_w_diag[t - 1] = ws->w_diag.data()[ws->diag_off[t] + 1];
     }
-    float* E_t = tile + (t - 2);
-    for (int i = lo; i <= hi; ++i) E_t[(i - 1) * e_stride] = e_c[i];
   }
+  const int64_t pitch = TilePitch(m);
+  float* tile = ws->tile.data();
+  SkewBlocks(tile, skew, rows, m, /*to_skew=*/false);
   for (int r = 0; r < rows; ++r) {
-    const float* src = tile + r * pitch;
+    const float* src = TileAt(tile, pitch, r, 0);
     float* dst = E + int64_t{r} * m;
+    // Columns [j_lo, j_hi) hold band cells; the others are 0 (no band: all).
+    int j_lo = 0, j_hi = m;
+    if (st.width >= 0) {
+      const int i = st.i0 - 1 + r;  // 0-based global row
+      j_lo = std::clamp(i - st.width, 0, m);
+      j_hi = std::clamp(i + st.width + 1, j_lo, m);
+    }
+    std::fill(dst, dst + j_lo, 0.f);
 #pragma omp simd
-    for (int j = 0; j < m; ++j) dst[j] = scale * src[j];
+    for (int j = j_lo; j < j_hi; ++j) dst[j] = scale * src[j];
+    std::fill(dst + j_hi, dst + m, 0.f);
   }
   above[0] = 0.f;
   for (int j = 1; j <= m; ++j) {
@@ -284,22 +389,22 @@ UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const 
 // weight slot of every strip (and the total at the end).
 std::vector<int64_t> PrepareWorkspace(const std::vector<Strip>& strips, int m, bool weights,
                                       Buffers* ws) {
-  const int stride = kStripRows + 2;
-  ws->cost_diag.resize(stride);
+  const int stride = kStripRows + 2 + kLanes;
   ws->gap1.resize(stride);
   ws->gap2.resize(stride);
   ws->argmin.resize(stride);
   ws->log_sum.resize(stride);
   ws->base.resize(stride);
   ws->tile.Reserve(kStripRows * TilePitch(m));
+  ws->skew.Reserve(SkewRows(m) * kSkewPitch);
   ws->row_a.resize(m + 2);
   ws->row_b.resize(m + 2);
   std::vector<int64_t> off(strips.size() + 1, 0);
   if (weights) {
     for (size_t s = 0; s < strips.size(); ++s) off[s + 1] = off[s] + strips[s].total_slots();
-    ws->w_diag.Reserve(off.back());
-    ws->w_up.Reserve(off.back());
-    ws->w_left.Reserve(off.back());
+    ws->w_diag.Reserve(off.back() + 2 * kLanes);  // + the last diagonals' overrun
+    ws->w_up.Reserve(off.back() + 2 * kLanes);
+    ws->w_left.Reserve(off.back() + 2 * kLanes);
   }
   return off;
 }
