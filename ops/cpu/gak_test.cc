@@ -128,6 +128,59 @@ TEST(Gak, DistancesMatchDoubleReferenceAndFiniteDifferences) {
   }
 }
 
+// Raw series often sit far from the origin. |x|^2 + |y|^2 - 2<x,y> in float
+// then cancels catastrophically (before centring: 1.1% error at offset 1000 on
+// a soft-DTW value); the squared distance, soft-DTW value and gradients must
+// not depend on a shift shared by both sequences.
+TEST(Gak, SquaredEuclideanIsExactUnderALargeCommonOffset) {
+  Rng rng(15);
+  const int n = 40, m = 30, d = 2;
+  const auto x = RandomVector(rng, n * d), y = RandomVector(rng, m * d);
+  const auto w = RandomVector(rng, n * m);
+  std::vector<float> phi(n * m), dx(n * d, 0.f), dy(m * d, 0.f);
+  sqeuclid_distance_forward(phi.data(), x.data(), y.data(), n, m, d);
+  sqeuclid_distance_backward(dx.data(), dy.data(), w.data(), x.data(), y.data(), n, m, d);
+  const auto ref = RefPhiMatrix(SliceDistance::kSqEuclid, x.data(), y.data(), n, m, d);
+  for (float offset : {10.f, 1000.f, -3.0e4f}) {
+    auto xs = x, ys = y;
+    for (int k = 0; k < n * d; ++k) xs[k] += offset * (k % d == 0 ? 1.f : -0.5f);
+    for (int k = 0; k < m * d; ++k) ys[k] += offset * (k % d == 0 ? 1.f : -0.5f);
+    // The shifted inputs are themselves rounded (ulp of 3e4 is 2e-3), so the
+    // reference is the double distance of the float inputs as given.
+    const auto ref_s = RefPhiMatrix(SliceDistance::kSqEuclid, xs.data(), ys.data(), n, m, d);
+    std::vector<float> phi_s(n * m), dx_s(n * d, 0.f), dy_s(m * d, 0.f);
+    sqeuclid_distance_forward(phi_s.data(), xs.data(), ys.data(), n, m, d);
+    EXPECT_TRUE(AllClose(phi_s, ref_s, 1e-5, 1e-5)) << "offset " << offset;
+    sqeuclid_distance_backward(dx_s.data(), dy_s.data(), w.data(), xs.data(), ys.data(), n, m,
+                               d);
+    if (offset == 10.f) {  // inputs still exact to ~1e-6: same gradients
+      EXPECT_TRUE(AllClose(dx_s, std::vector<double>(dx.begin(), dx.end()), 2e-4, 2e-4));
+      EXPECT_TRUE(AllClose(dy_s, std::vector<double>(dy.begin(), dy.end()), 2e-4, 2e-4));
+    }
+  }
+  // And the soft-DTW value on top (1000 is exactly representable; the rows
+  // shift by 1000 * ulp-level amounts only).
+  for (float offset : {0.f, 1000.f}) {
+    auto xs = x, ys = y;
+    for (float& v : xs) v += offset;
+    for (float& v : ys) v += offset;
+    Data data;
+    data.d = d;
+    data.lengths = {n, m};
+    data.start = {0, n, n + m};
+    data.rows = xs;
+    data.rows.insert(data.rows.end(), ys.begin(), ys.end());
+    const int pu = 0, pv = 1;
+    SequenceSdtwOptions opt;
+    opt.distance = SliceDistance::kSqEuclid;
+    double value = 0;
+    ASSERT_TRUE(soft_dtw_sequences_forward(&value, data.seqs(), {1, &pu, &pv}, opt).ok());
+    const auto c = RefPhiMatrix(SliceDistance::kSqEuclid, xs.data(), ys.data(), n, m, d);
+    const double want = RefSoftDtw(c, n, m, opt.gamma);
+    EXPECT_NEAR(value, want, 1e-5 * std::fabs(want)) << "offset " << offset;
+  }
+}
+
 TEST(Gak, TripleKernelPicksThePartByModality) {
   Rng rng(12);
   const int n = 4, m = 3, d = 7, part1 = 3;
