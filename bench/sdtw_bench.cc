@@ -18,11 +18,13 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/base/rng.h"
@@ -119,6 +121,11 @@ int main(int argc, char** argv) {
     }
   }
   omp_set_num_threads(threads);
+  // OpenBLAS (Debian's pthreads build) starts its worker threads when it is
+  // loaded, and they spin on sched_yield for a while before going to sleep;
+  // that CPU time would be charged to the first case (it was 15-20% of it).
+  // ops/gemm.h runs OpenBLAS single-threaded, so they are never woken again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const std::vector<Case> cases = {{64, 128, 64}, {16, 512, 64}, {4, 4096, 256}};
   const std::string path = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
                            "/sdtw_bench_pairs.f32";

@@ -38,7 +38,7 @@ struct SdtwWorkspace::Buffers {
   std::vector<double> r;                  // 3 rolling diagonals of R in a strip
   internal::FloatBuffer tile;             // a strip's costs, then its E, by rows [128, m+24]
   internal::FloatBuffer skew;             // the same, by diagonals [128+m+24, 136]
-  std::vector<float> gap1, gap2, argmin, log_sum;  // per-diagonal temporaries [130]
+  std::vector<float> gap_diag, gap_up, gap_left, log_sum;  // per-diagonal temporaries [130]
   std::vector<double> base;
   std::vector<double> row_a, row_b;       // R of the rows between strips [m+2]
   std::vector<float> below, above;        // E flowing between strips [m+2]
@@ -105,22 +105,23 @@ inline int PaddedEnd(int lo, int hi) { return lo + ((hi - lo + 1 + kLanes - 1) &
 
 // ---- Skewed (diagonal-major) layout of a strip ------------------------------
 //
-// The strip's costs are copied by rows into `tile` [round8(rows), kTileLeft +
-// m + kTileRight] (pads on both sides), then re-laid into `skew` with
-// S[t * kSkewPitch + r] = tile(r, j = t - r) for local rows r in [1, rows]:
-// diagonal t is then the contiguous run S[t][lo(t) .. hi(t)]. Slots 0 and
-// rows + 1 hold the sentinels of the backward. Example, a strip of 3 rows and
-// m = 4 (cells named by (r,j)):
-//   tile (rows)              skew (diagonals)
+// The forward re-lays a strip's costs [rows, m] diagonal-major into `skew`,
+// S[t * kSkewPitch + r] = cost(r, j = t - r) for local rows r in [1, rows]:
+// diagonal t is then the contiguous run S[t][lo(t) .. hi(t)]. The backward
+// writes E into the same slots and finally skews it back into `tile` [round8(
+// rows), kTileLeft + m + kTileRight] (rows with pads on both sides), from
+// which it is copied out. Slots 0 and rows + 1 hold the backward's sentinels.
+// Example, a strip of 3 rows and m = 4 (cells named by (r,j)):
+//   rows                     skew (diagonals)
 //   (1,1)(1,2)(1,3)(1,4)     t=2: (1,1)
 //   (2,1)(2,2)(2,3)(2,4)     t=3: (1,2)(2,1)
 //   (3,1)(3,2)(3,3)(3,4)     t=4: (1,3)(2,2)(3,1)   ... t=7: (3,4)
 // Both directions go in 8 x 8 blocks: rows r0+1..r0+8 by diagonals T..T+7.
 // Row l of a block is read (or written) at column T - r0 - 2 - l, 8 floats,
-// which is a plain 8 x 8 transpose between row stride (tile pitch - 1) and
+// which is a plain 8 x 8 transpose between row stride (row pitch - 1) and
 // diagonal stride kSkewPitch. Blocks reach 7 columns left of the matrix and up
-// to 13 right of it: those land in the pads, and their skew slots are outside
-// [lo, hi], never read as cells.
+// to 13 right of it: those cells belong to neighbouring rows or pads, and their
+// skew slots are outside [lo, hi], never read as cells.
 constexpr int kTileLeft = 8, kTileRight = 16;
 constexpr int kSkewPitch = kStripRows + kLanes;  // slots 0 .. kStripRows + 1 used, + overrun
 
@@ -159,18 +160,13 @@ inline float* TileAt(float* tile, int64_t pitch, int r, int c) {
   return tile + r * pitch + kTileLeft + c;
 }
 
-// tile -> skew (to_skew) or skew -> tile, every 8 x 8 block of the strip.
-void SkewBlocks(float* tile, float* skew, int rows, int m, bool to_skew) {
+// skew -> tile (rows), every 8 x 8 block of the strip.
+void UnskewToTile(const float* skew, float* tile, int rows, int m) {
   const int64_t pitch = TilePitch(m);
   for (int r0 = 0; r0 < rows; r0 += 8) {
     for (int t = r0 + 2; t <= r0 + 8 + m; t += 8) {
-      float* rowwise = TileAt(tile, pitch, r0, t - r0 - 2);  // row l at + l * (pitch - 1)
-      float* diagwise = skew + int64_t{t} * kSkewPitch + r0 + 1;
-      if (to_skew) {
-        Transpose8x8(rowwise, pitch - 1, diagwise, kSkewPitch);
-      } else {
-        Transpose8x8(diagwise, kSkewPitch, rowwise, pitch - 1);
-      }
+      Transpose8x8(skew + int64_t{t} * kSkewPitch + r0 + 1, kSkewPitch,
+                   TileAt(tile, pitch, r0, t - r0 - 2), pitch - 1);
     }
   }
 }
@@ -207,22 +203,33 @@ std::vector<Strip> MakeStrips(int n, int m, int band) {
   return strips;
 }
 
-// cost: the strip's rows [rows, m] -> ws->skew (diagonal-major, see above).
+// cost: the strip's rows [rows, m] -> ws->skew (diagonal-major, see above),
+// transposed straight from the costs: a block's rows start left of column 0
+// and end right of column m - 1, which reads the neighbouring rows' cells (or
+// anything: those slots are never read as cells). Only blocks that would read
+// past the strip's last cost (the last row block) gather with bounds checks.
 void SkewCosts(const float* cost, int rows, int m, Buffers* ws) {
-  const int64_t pitch = TilePitch(m);
-  float* tile = ws->tile.data();
-  const int padded_rows = (rows + 7) / 8 * 8;
-  for (int r = 0; r < padded_rows; ++r) {
-    float* row = TileAt(tile, pitch, r, 0);
-    if (r < rows) {
-      std::memcpy(row, cost + int64_t{r} * m, 4 * m);
-    } else {
-      std::fill_n(row, m, 0.f);
+  float* skew = ws->skew.data();
+  const int64_t total = int64_t{rows} * m;
+  for (int r0 = 0; r0 < rows; r0 += 8) {
+    for (int t = r0 + 2; t <= r0 + 8 + m; t += 8) {
+      const int c = t - r0 - 2;  // column of row r0 at diagonal t
+      float* diagwise = skew + int64_t{t} * kSkewPitch + r0 + 1;
+      // Row l reads flat cells (r0 + l) * m + c - l + k, k in [0, 8): from
+      // r0 * m + c (>= 0) to (r0 + 7) * m + c.
+      if (int64_t{r0 + 7} * m + c < total) {
+        Transpose8x8(cost + int64_t{r0} * m + c, m - 1, diagwise, kSkewPitch);
+        continue;
+      }
+      for (int k = 0; k < 8; ++k) {
+        for (int l = 0; l < 8; ++l) {
+          const int r = r0 + l, j = c - l + k;
+          diagwise[k * kSkewPitch + l] =
+              r < rows && j >= 0 && j < m ? cost[int64_t{r} * m + j] : 0.f;
+        }
+      }
     }
-    std::fill_n(row - kTileLeft, kTileLeft, 0.f);
-    std::fill_n(row + m, kTileRight, 0.f);
   }
-  SkewBlocks(tile, ws->skew.data(), rows, m, /*to_skew=*/true);
 }
 
 // One strip of the forward. cost: the strip's rows [rows, m]. top [m+1]: R of
@@ -239,9 +246,9 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
   ws->r[stride] = top[1];      // diagonal 1, slot 0: R(i0 - 1, 1)
   SkewCosts(cost, rows, m, ws);
   const float* skew = ws->skew.data();
-  float* gap1 = ws->gap1.data();
-  float* gap2 = ws->gap2.data();
-  float* argmin = ws->argmin.data();
+  float* gap_diag = ws->gap_diag.data();
+  float* gap_up = ws->gap_up.data();
+  float* gap_left = ws->gap_left.data();
   float* log_sum = ws->log_sum.data();
   double* base = ws->base.data();
   float *w_diag = nullptr, *w_up = nullptr, *w_left = nullptr;
@@ -258,28 +265,31 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
       w_up = ws->w_up.data() + w_off - (lo - 1);
       w_left = ws->w_left.data() + w_off - (lo - 1);
     }
-    // Pass 1 (double): which neighbour is the minimum, the scaled gaps of the
-    // other two (>= 0, +inf if unreachable), and c(i,j) + min.
+    // Pass 1 (double lanes): the minimum of the three neighbours, the gap of
+    // each to it scaled by 1/gamma (the minimum's is exactly 0; +inf for an
+    // unreachable neighbour, and all three when none is reachable), and
+    // c(i,j) + min. Only double lanes here, so no masks cross lane widths.
 #pragma omp simd
     for (int i = lo; i < end; ++i) {
       const double a = r_pp[i - 1], b = r_p[i - 1], l = r_p[i];
       const double mn = std::min(std::min(a, b), l);
       const bool reachable = mn < kInf;
-      const bool a_min = a <= mn;
-      const bool b_min = b <= mn;  // only read when !a_min
-      const double o1 = a_min ? b : a;
-      const double o2 = (a_min | b_min) ? l : b;
       const double ref = reachable ? mn : 0.0;
-      gap1[i] = static_cast<float>((o1 - ref) * inv_gamma);
-      gap2[i] = static_cast<float>((o2 - ref) * inv_gamma);
-      argmin[i] = static_cast<float>(!reachable ? 3.0 : (a_min ? 0.0 : (b_min ? 1.0 : 2.0)));
+      gap_diag[i] = static_cast<float>((a - ref) * inv_gamma);
+      gap_up[i] = static_cast<float>((b - ref) * inv_gamma);
+      gap_left[i] = static_cast<float>((l - ref) * inv_gamma);
       base[i] = reachable ? cd[i] + mn : kInf;
     }
-    // Pass 2 (float, 8-16 lanes): softmin = min - gamma * log(1 + e1 + e2) and
-    // the three weights; computed unconditionally, then selected.
+    // Pass 2 (float lanes): with g1, g2 the gaps of the two neighbours other
+    // than the (first) minimum, softmin = min - gamma * log(1 + e1 + e2),
+    // e = exp(-g) (two exps, the minimum's is 1), and the three weights.
 #pragma omp simd
     for (int i = lo; i < end; ++i) {
-      const float g1 = gap1[i], g2 = gap2[i];
+      const float gd = gap_diag[i], gu = gap_up[i], gl = gap_left[i];
+      const bool d_min = gd == 0.f, u_min = gu == 0.f;
+      const bool reachable = d_min | u_min | (gl == 0.f);
+      const float g1 = d_min ? gu : gd;
+      const float g2 = (d_min | u_min) ? gl : gu;
       const float x1 = ExpNonPositive(-std::min(g1, 87.f));
       const float x2 = ExpNonPositive(-std::min(g2, 87.f));
       const float e1 = g1 < 87.f ? x1 : 0.f;
@@ -287,12 +297,11 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
       const float sum = 1.f + e1 + e2;  // in [1, 3]
       log_sum[i] = LogPositive(sum);
       if (kStoreWeights) {
-        const float code = argmin[i];
-        const float w_min = code < 3.f ? 1.f / sum : 0.f;
+        const float w_min = reachable ? 1.f / sum : 0.f;
         const float w1 = e1 * w_min, w2 = e2 * w_min;
-        w_diag[i] = code == 0.f ? w_min : w1;
-        w_up[i] = code == 0.f ? w1 : (code == 1.f ? w_min : w2);
-        w_left[i] = code == 2.f ? w_min : w2;
+        w_diag[i] = d_min ? w_min : w1;
+        w_up[i] = d_min ? w1 : (u_min ? w_min : w2);
+        w_left[i] = (d_min | u_min) ? w2 : w_min;
       }
     }
     // Pass 3 (double): R = c + softmin (+inf stays +inf).
@@ -362,7 +371,7 @@ UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const 
   }
   const int64_t pitch = TilePitch(m);
   float* tile = ws->tile.data();
-  SkewBlocks(tile, skew, rows, m, /*to_skew=*/false);
+  UnskewToTile(skew, tile, rows, m);
   for (int r = 0; r < rows; ++r) {
     const float* src = TileAt(tile, pitch, r, 0);
     float* dst = E + int64_t{r} * m;
@@ -390,9 +399,9 @@ UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const 
 std::vector<int64_t> PrepareWorkspace(const std::vector<Strip>& strips, int m, bool weights,
                                       Buffers* ws) {
   const int stride = kStripRows + 2 + kLanes;
-  ws->gap1.resize(stride);
-  ws->gap2.resize(stride);
-  ws->argmin.resize(stride);
+  ws->gap_diag.resize(stride);
+  ws->gap_up.resize(stride);
+  ws->gap_left.resize(stride);
   ws->log_sum.resize(stride);
   ws->base.resize(stride);
   ws->tile.Reserve(kStripRows * TilePitch(m));
