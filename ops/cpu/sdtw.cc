@@ -297,11 +297,17 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
       const float sum = 1.f + e1 + e2;  // in [1, 3]
       log_sum[i] = LogPositive(sum);
       if (kStoreWeights) {
-        const float w_min = reachable ? 1.f / sum : 0.f;
-        const float w1 = e1 * w_min, w2 = e2 * w_min;
-        w_diag[i] = d_min ? w_min : w1;
-        w_up[i] = d_min ? w1 : (u_min ? w_min : w2);
-        w_left[i] = (d_min | u_min) ? w2 : w_min;
+        // Each neighbour's e: 1 for the minimum, else e1 or e2 in the order
+        // diag, up, left. Selects of values, not of stores: GCC turns nested
+        // selects in a store into masked stores behind data-dependent branches.
+        const bool du_min = d_min | u_min;
+        const float e_diag = d_min ? 1.f : e1;
+        const float e_up = d_min ? e1 : (u_min ? 1.f : e2);
+        const float e_left = du_min ? e2 : 1.f;
+        const float inv = reachable ? 1.f / sum : 0.f;
+        w_diag[i] = e_diag * inv;
+        w_up[i] = e_up * inv;
+        w_left[i] = e_left * inv;
       }
     }
     // Pass 3 (double): R = c + softmin (+inf stays +inf).
