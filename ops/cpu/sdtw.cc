@@ -266,23 +266,23 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
       w_left = ws->w_left.data() + w_off - (lo - 1);
     }
     // Pass 1 (double lanes): the minimum of the three neighbours, the gap of
-    // each to it scaled by 1/gamma (the minimum's is exactly 0; +inf for an
-    // unreachable neighbour, and all three when none is reachable), and
-    // c(i,j) + min. Only double lanes here, so no masks cross lane widths.
+    // each to it scaled by 1/gamma (the minimum's is exactly 0, an unreachable
+    // neighbour's +inf), and c(i,j) + min. When no neighbour is reachable
+    // (min = +inf) the gaps are NaN and c + min is +inf: pass 2 then finds no
+    // zero gap and gives e = 0 and weights 0, and R stays +inf.
 #pragma omp simd
     for (int i = lo; i < end; ++i) {
       const double a = r_pp[i - 1], b = r_p[i - 1], l = r_p[i];
       const double mn = std::min(std::min(a, b), l);
-      const bool reachable = mn < kInf;
-      const double ref = reachable ? mn : 0.0;
-      gap_diag[i] = static_cast<float>((a - ref) * inv_gamma);
-      gap_up[i] = static_cast<float>((b - ref) * inv_gamma);
-      gap_left[i] = static_cast<float>((l - ref) * inv_gamma);
-      base[i] = reachable ? cd[i] + mn : kInf;
+      gap_diag[i] = static_cast<float>((a - mn) * inv_gamma);
+      gap_up[i] = static_cast<float>((b - mn) * inv_gamma);
+      gap_left[i] = static_cast<float>((l - mn) * inv_gamma);
+      base[i] = cd[i] + mn;
     }
     // Pass 2 (float lanes): with g1, g2 the gaps of the two neighbours other
     // than the (first) minimum, softmin = min - gamma * log(1 + e1 + e2),
-    // e = exp(-g) (two exps, the minimum's is 1), and the three weights.
+    // e = exp(-g) (two exps, the minimum's is 1), and the three weights. A
+    // gap of 87 or more, +inf or NaN gives e = 0 (the select below is false).
 #pragma omp simd
     for (int i = lo; i < end; ++i) {
       const float gd = gap_diag[i], gu = gap_up[i], gl = gap_left[i];
