@@ -105,11 +105,12 @@ inline int PaddedEnd(int lo, int hi) { return lo + ((hi - lo + 1 + kLanes - 1) &
 
 // ---- Skewed (diagonal-major) layout of a strip ------------------------------
 //
-// The forward re-lays a strip's costs [rows, m] diagonal-major into `skew`,
+// The forward copies a strip's costs [rows, m] into `tile` [round8(rows),
+// kTileLeft + m + kTileRight] (rows with pads on both sides) and re-lays them
+// diagonal-major into `skew`,
 // S[t * kSkewPitch + r] = cost(r, j = t - r) for local rows r in [1, rows]:
 // diagonal t is then the contiguous run S[t][lo(t) .. hi(t)]. The backward
-// writes E into the same slots and finally skews it back into `tile` [round8(
-// rows), kTileLeft + m + kTileRight] (rows with pads on both sides), from
+// writes E into the same slots and finally skews it back into `tile`, from
 // which it is copied out. Slots 0 and rows + 1 hold the backward's sentinels.
 // Example, a strip of 3 rows and m = 4 (cells named by (r,j)):
 //   rows                     skew (diagonals)
@@ -120,8 +121,8 @@ inline int PaddedEnd(int lo, int hi) { return lo + ((hi - lo + 1 + kLanes - 1) &
 // Row l of a block is read (or written) at column T - r0 - 2 - l, 8 floats,
 // which is a plain 8 x 8 transpose between row stride (row pitch - 1) and
 // diagonal stride kSkewPitch. Blocks reach 7 columns left of the matrix and up
-// to 13 right of it: those cells belong to neighbouring rows or pads, and their
-// skew slots are outside [lo, hi], never read as cells.
+// to 13 right of it: those land in the pads, and their skew slots are outside
+// [lo, hi], never read as cells.
 constexpr int kTileLeft = 8, kTileRight = 16;
 constexpr int kSkewPitch = kStripRows + kLanes;  // slots 0 .. kStripRows + 1 used, + overrun
 
@@ -203,31 +204,29 @@ std::vector<Strip> MakeStrips(int n, int m, int band) {
   return strips;
 }
 
-// cost: the strip's rows [rows, m] -> ws->skew (diagonal-major, see above),
-// transposed straight from the costs: a block's rows start left of column 0
-// and end right of column m - 1, which reads the neighbouring rows' cells (or
-// anything: those slots are never read as cells). Only blocks that would read
-// past the strip's last cost (the last row block) gather with bounds checks.
+// cost: the strip's rows [rows, m] -> ws->skew (diagonal-major, see above):
+// copied by rows into the padded tile first (a plain stream, which costs
+// arriving from L3 or memory follow better than 8 strided rows), then
+// transposed block by block.
 void SkewCosts(const float* cost, int rows, int m, Buffers* ws) {
+  const int64_t pitch = TilePitch(m);
+  float* tile = ws->tile.data();
   float* skew = ws->skew.data();
-  const int64_t total = int64_t{rows} * m;
+  const int padded_rows = (rows + 7) / 8 * 8;
+  for (int r = 0; r < padded_rows; ++r) {
+    float* row = TileAt(tile, pitch, r, 0);
+    if (r < rows) {
+      std::memcpy(row, cost + int64_t{r} * m, 4 * m);
+    } else {
+      std::fill_n(row, m, 0.f);
+    }
+    std::fill_n(row - kTileLeft, kTileLeft, 0.f);
+    std::fill_n(row + m, kTileRight, 0.f);
+  }
   for (int r0 = 0; r0 < rows; r0 += 8) {
     for (int t = r0 + 2; t <= r0 + 8 + m; t += 8) {
-      const int c = t - r0 - 2;  // column of row r0 at diagonal t
-      float* diagwise = skew + int64_t{t} * kSkewPitch + r0 + 1;
-      // Row l reads flat cells (r0 + l) * m + c - l + k, k in [0, 8): from
-      // r0 * m + c (>= 0) to (r0 + 7) * m + c.
-      if (int64_t{r0 + 7} * m + c < total) {
-        Transpose8x8(cost + int64_t{r0} * m + c, m - 1, diagwise, kSkewPitch);
-        continue;
-      }
-      for (int k = 0; k < 8; ++k) {
-        for (int l = 0; l < 8; ++l) {
-          const int r = r0 + l, j = c - l + k;
-          diagwise[k * kSkewPitch + l] =
-              r < rows && j >= 0 && j < m ? cost[int64_t{r} * m + j] : 0.f;
-        }
-      }
+      Transpose8x8(TileAt(tile, pitch, r0, t - r0 - 2), pitch - 1,
+                   skew + int64_t{t} * kSkewPitch + r0 + 1, kSkewPitch);
     }
   }
 }
