@@ -231,10 +231,12 @@ void SkewCosts(const float* cost, int rows, int m, Buffers* ws) {
   }
 }
 
-// One strip of the forward. cost: the strip's rows [rows, m]. top [m+1]: R of
-// the row above (global row i0 - 1); bottom [m+1] gets R of the strip's last
-// row (+inf outside the band). With kStoreWeights the softmin weights go to
-// ws->w_* from slot `w_off` on.
+// One strip of the forward, in units of gamma: the sweep computes R / gamma
+// from costs c / gamma with a softmin of temperature 1 (the same recursion
+// divided by gamma; it saves the scaling of every gap). cost: the strip's rows
+// [rows, m]. top [m+1]: R / gamma of the row above (global row i0 - 1);
+// bottom [m+1] gets R / gamma of the strip's last row (+inf outside the band).
+// With kStoreWeights the softmin weights go to ws->w_* from slot `w_off` on.
 template <bool kStoreWeights>
 UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamma, const double* top,
                   double* bottom, int64_t w_off, Buffers* ws) {
@@ -265,18 +267,18 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
       w_left = ws->w_left.data() + w_off - (lo - 1);
     }
     // Pass 1 (double lanes): the minimum of the three neighbours, the gap of
-    // each to it scaled by 1/gamma (the minimum's is exactly 0, an unreachable
-    // neighbour's +inf), and c(i,j) + min. When no neighbour is reachable
+    // each to it (the minimum's is exactly 0, an unreachable neighbour's
+    // +inf), and c(i,j) / gamma + min. When no neighbour is reachable
     // (min = +inf) the gaps are NaN and c + min is +inf: pass 2 then finds no
     // zero gap and gives e = 0 and weights 0, and R stays +inf.
 #pragma omp simd
     for (int i = lo; i < end; ++i) {
       const double a = r_pp[i - 1], b = r_p[i - 1], l = r_p[i];
       const double mn = std::min(std::min(a, b), l);
-      gap_diag[i] = static_cast<float>((a - mn) * inv_gamma);
-      gap_up[i] = static_cast<float>((b - mn) * inv_gamma);
-      gap_left[i] = static_cast<float>((l - mn) * inv_gamma);
-      base[i] = cd[i] + mn;
+      gap_diag[i] = static_cast<float>(a - mn);
+      gap_up[i] = static_cast<float>(b - mn);
+      gap_left[i] = static_cast<float>(l - mn);
+      base[i] = cd[i] * inv_gamma + mn;
     }
     // Pass 2 (float lanes): with g1, g2 the gaps of the two neighbours other
     // than the (first) minimum, softmin = min - gamma * log(1 + e1 + e2),
@@ -309,9 +311,9 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
         w_left[i] = e_left * inv;
       }
     }
-    // Pass 3 (double): R = c + softmin (+inf stays +inf).
+    // Pass 3 (double): R / gamma = c / gamma + softmin (+inf stays +inf).
 #pragma omp simd
-    for (int i = lo; i < end; ++i) r_c[i] = base[i] - gamma * log_sum[i];
+    for (int i = lo; i < end; ++i) r_c[i] = base[i] - log_sum[i];
     // Sentinels: slot 0 is the row above (R(i0 - 1, t)), others are outside the band.
     r_c[lo - 1] = lo == 1 ? (t <= m ? top[t] : kInf) : kInf;
     r_c[hi + 1] = kInf;
@@ -436,7 +438,7 @@ double Forward(const float* cost, int m, double gamma, const std::vector<Strip>&
     ForwardStrip<kStoreWeights>(cost_s, strips[s], gamma, top, bottom, w_off[s], ws);
     std::swap(top, bottom);
   }
-  return top[m];
+  return gamma * top[m];  // the strips work in units of gamma
 }
 
 }  // namespace
