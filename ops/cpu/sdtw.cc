@@ -130,8 +130,9 @@ int64_t TilePitch(int m) { return kTileLeft + m + kTileRight; }
 // Diagonals 0 .. rows + m + 2 plus the overhang of the last block.
 int64_t SkewRows(int m) { return kStripRows + m + 24; }
 
-// dst[k * dst_stride + l] = src[l * src_stride + k] for k, l in [0, 8).
-[[gnu::always_inline]] inline void Transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+// dst[k * dst_stride + l] = scale * src[l * src_stride + k] for k, l in [0, 8).
+[[gnu::always_inline]] inline void Transpose8x8(const float* src, int64_t src_stride, float* dst,
+                                                int64_t dst_stride, float scale = 1.f) {
 #if defined(__AVX2__)
   __m256 r[8], t[8];
   for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(src + l * src_stride);
@@ -145,13 +146,16 @@ int64_t SkewRows(int m) { return kStripRows + m + 24; }
     r[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);  // a2 .. | a6 ..
     r[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);  // a3 .. | a7 ..
   }
+  const __m256 s = _mm256_set1_ps(scale);
   for (int k = 0; k < 4; ++k) {
-    _mm256_storeu_ps(dst + k * dst_stride, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
-    _mm256_storeu_ps(dst + (k + 4) * dst_stride, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+    _mm256_storeu_ps(dst + k * dst_stride,
+                     _mm256_mul_ps(s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20)));
+    _mm256_storeu_ps(dst + (k + 4) * dst_stride,
+                     _mm256_mul_ps(s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31)));
   }
 #else
   for (int k = 0; k < 8; ++k) {
-    for (int l = 0; l < 8; ++l) dst[k * dst_stride + l] = src[l * src_stride + k];
+    for (int l = 0; l < 8; ++l) dst[k * dst_stride + l] = scale * src[l * src_stride + k];
   }
 #endif
 }
@@ -168,6 +172,29 @@ void UnskewToTile(const float* skew, float* tile, int rows, int m) {
     for (int t = r0 + 2; t <= r0 + 8 + m; t += 8) {
       Transpose8x8(skew + int64_t{t} * kSkewPitch + r0 + 1, kSkewPitch,
                    TileAt(tile, pitch, r0, t - r0 - 2), pitch - 1);
+    }
+  }
+}
+
+// skew -> E [rows, m] times scale, without a band (every cell of the strip is
+// a band cell): blocks that reach only columns [0, m) of whole rows are
+// transposed straight into E (row pitch m, so row stride m - 1); the first and
+// last blocks of a row block, and a short last row block, go cell by cell.
+void UnskewToRows(const float* skew, float scale, int rows, int m, float* E) {
+  for (int r0 = 0; r0 < rows; r0 += 8) {
+    for (int t = r0 + 2; t <= r0 + 8 + m; t += 8) {
+      const int c = t - r0 - 2;  // row l of the block: columns c - l .. c - l + 7
+      const float* diagwise = skew + int64_t{t} * kSkewPitch + r0 + 1;
+      if (r0 + 8 <= rows && c >= 7 && c + 7 < m) {
+        Transpose8x8(diagwise, kSkewPitch, E + int64_t{r0} * m + c, m - 1, scale);
+        continue;
+      }
+      for (int l = 0; l < 8 && r0 + l < rows; ++l) {
+        for (int k = 0; k < 8; ++k) {
+          const int j = c - l + k;
+          if (j >= 0 && j < m) E[int64_t{r0 + l} * m + j] = scale * diagwise[k * kSkewPitch + l];
+        }
+      }
     }
   }
 }
@@ -376,23 +403,24 @@ UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const 
       ws->top_w_diag[t - 1] = ws->w_diag.data()[ws->diag_off[t] + 1];
     }
   }
-  const int64_t pitch = TilePitch(m);
-  float* tile = ws->tile.data();
-  UnskewToTile(skew, tile, rows, m);
-  for (int r = 0; r < rows; ++r) {
-    const float* src = TileAt(tile, pitch, r, 0);
-    float* dst = E + int64_t{r} * m;
-    // Columns [j_lo, j_hi) hold band cells; the others are 0 (no band: all).
-    int j_lo = 0, j_hi = m;
-    if (st.width >= 0) {
+  if (st.width < 0) {
+    UnskewToRows(skew, scale, rows, m, E);
+  } else {
+    const int64_t pitch = TilePitch(m);
+    float* tile = ws->tile.data();
+    UnskewToTile(skew, tile, rows, m);
+    for (int r = 0; r < rows; ++r) {
+      const float* src = TileAt(tile, pitch, r, 0);
+      float* dst = E + int64_t{r} * m;
+      // Columns [j_lo, j_hi) hold band cells; the others are 0.
       const int i = st.i0 - 1 + r;  // 0-based global row
-      j_lo = std::clamp(i - st.width, 0, m);
-      j_hi = std::clamp(i + st.width + 1, j_lo, m);
-    }
-    std::fill(dst, dst + j_lo, 0.f);
+      const int j_lo = std::clamp(i - st.width, 0, m);
+      const int j_hi = std::clamp(i + st.width + 1, j_lo, m);
+      std::fill(dst, dst + j_lo, 0.f);
 #pragma omp simd
-    for (int j = j_lo; j < j_hi; ++j) dst[j] = scale * src[j];
-    std::fill(dst + j_hi, dst + m, 0.f);
+      for (int j = j_lo; j < j_hi; ++j) dst[j] = scale * src[j];
+      std::fill(dst + j_hi, dst + m, 0.f);
+    }
   }
   above[0] = 0.f;
   for (int j = 1; j <= m; ++j) {
