@@ -231,8 +231,8 @@ int main(int argc, char** argv) {
       std::ofstream out(path, std::ios::binary);
       out.write(reinterpret_cast<const char*>(rows.data()), rows.size() * sizeof(float));
       out.close();
-      // tslearn: the best of 3 runs over all pairs (1 at 4096: 15 s a run).
-      ref = RunTslearn(python, script, path, c, threads, c.n >= 4096 ? 1 : 3);
+      // tslearn: the best of 5 runs over all pairs (1 at 4096: 15 s a run).
+      ref = RunTslearn(python, script, path, c, threads, c.n >= 4096 ? 1 : 5);
       std::remove(path.c_str());
     }
     std::string ts_op = "n/a", op_core = "n/a", ts_whole = "n/a", ts_wall = "n/a", ratio = "n/a",

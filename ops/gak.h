@@ -37,9 +37,13 @@ void cosine_distance_forward(float* phi, const float* x, const float* y, int n, 
 void cosine_distance_backward(float* dx, float* dy, const float* dphi, const float* x,
                               const float* y, int n, int m, int d);
 
-// phi = |x_i|^2 + |y_j|^2 - 2 <x_i, y_j>, clamped at 0.
+// phi = |x_i - y_j|^2, computed as |x^_i|^2 + |y^_j|^2 - 2 <x^_i, y^_j> (one
+// GEMM) on the pair shifted by its common mean (x^ = x - mu, y^ = y - mu, mu
+// the mean of all n + m rows), clamped at 0. The shift changes nothing in
+// exact arithmetic and keeps a large common offset from cancelling in float.
 void sqeuclid_distance_forward(float* phi, const float* x, const float* y, int n, int m, int d);
-// dphi [n,m] -> dx [n,d] += 2 (rowsum(dphi) x - dphi y), dy [m,d] += 2 (colsum(dphi) y - dphi^T x).
+// dphi [n,m] -> dx [n,d] += 2 (rowsum(dphi) x^ - dphi y^), dy [m,d] += 2 (colsum(dphi) y^ - dphi^T x^)
+// (the centred rows, as above).
 void sqeuclid_distance_backward(float* dx, float* dy, const float* dphi, const float* x,
                                 const float* y, int n, int m, int d);
 

@@ -12,7 +12,11 @@
 //
 // How it is computed: cells are swept along anti-diagonals k = i + j (no cell
 // on a diagonal depends on another on the same diagonal, so the inner loops are
-// SIMD loops), in strips of 128 rows for cache locality. R is kept in double;
+// SIMD loops over whole vectors), in strips of 128 rows for cache locality; a
+// strip's costs are first re-laid diagonal-major by 8 x 8 register transposes
+// so that each diagonal is one contiguous run, and E goes back the same way.
+// The sweep works on R / gamma (costs c / gamma, softmin of temperature 1). R
+// is kept in double;
 // exp/log run in float on the gaps to the minimum (absolute error ~1e-7 * gamma
 // per cell whatever the size of R). The three softmin weights of every cell
 // (the share of each predecessor, in [0,1]) are kept in float; the backward is
