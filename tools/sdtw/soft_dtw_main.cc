@@ -210,11 +210,17 @@ SequencePair MakePair(const Matrix& x, const Matrix& y) {
   return p;
 }
 
-// drows [n+m, d] -> dx [n,d], dy [m,d].
-void SplitRows(const std::vector<float>& drows, Result* out) {
+// Gradients of the value w.r.t. x and y: backward(drows, &one) fills drows
+// [n+m, d] (the pair's rows), split here into dx [n,d] and dy [m,d].
+template <typename Backward>
+absl::Status RowGradients(const SequencePair& pair, Backward backward, Result* out) {
+  const double one = 1.0;
+  std::vector<float> drows(pair.rows.size(), 0.0f);
+  RETURN_IF_ERROR(backward(drows.data(), &one));
   const size_t nx = static_cast<size_t>(out->n) * out->d;
   out->dx.assign(drows.begin(), drows.begin() + nx);
   out->dy.assign(drows.begin() + nx, drows.end());
+  return absl::OkStatus();
 }
 
 // Soft-DTW between sequences: the value (and gradients) from the batch API the
@@ -229,11 +235,10 @@ absl::StatusOr<Result> RunSdtw(const Flags& f, const Matrix& x, const Matrix& y)
   if (f.grad_out.empty()) {
     RETURN_IF_ERROR(cpu::soft_dtw_sequences_forward(&r.value, pair.seqs(), pair.pairs(), opt));
   } else {
-    const double one = 1.0;
-    std::vector<float> drows(pair.rows.size(), 0.0f);
-    RETURN_IF_ERROR(cpu::soft_dtw_sequences_backward(&r.value, drows.data(), &one, pair.seqs(),
-                                                     pair.pairs(), opt));
-    SplitRows(drows, &r);
+    RETURN_IF_ERROR(RowGradients(pair, [&](float* drows, const double* one) {
+      return cpu::soft_dtw_sequences_backward(&r.value, drows, one, pair.seqs(), pair.pairs(),
+                                              opt);
+    }, &r));
   }
   if (!f.e_out.empty()) {
     r.E = SliceDistances(x, y, opt.distance);  // E overwrites the costs
@@ -274,10 +279,9 @@ absl::StatusOr<Result> RunGak(const Flags& f, const Matrix& x, const Matrix& y) 
   opt.band = f.band;
   RETURN_IF_ERROR(cpu::gak_pairs_forward(&r.value, pair.seqs(), pair.pairs(), opt));
   if (!f.grad_out.empty()) {
-    const double one = 1.0;
-    std::vector<float> drows(pair.rows.size(), 0.0f);
-    RETURN_IF_ERROR(cpu::gak_pairs_backward(drows.data(), &one, pair.seqs(), pair.pairs(), opt));
-    SplitRows(drows, &r);
+    RETURN_IF_ERROR(RowGradients(pair, [&](float* drows, const double* one) {
+      return cpu::gak_pairs_backward(drows, one, pair.seqs(), pair.pairs(), opt);
+    }, &r));
   }
   r.sigma = cpu::gak_sigma(f.delta, r.n, r.m);
   cpu::SdtwWorkspace& ws = cpu::ThreadWorkspace();
