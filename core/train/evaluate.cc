@@ -194,6 +194,12 @@ std::string FormatEvalTable(const std::vector<EvalResult>& results) {
     retrieval("hard-negative text score", [](const RetrievalResult& x) {
       return Percent(x.hard_negative_correct, x.hard_negative_total);
     });
+    retrieval("hard-neg pairwise: reordered", [](const RetrievalResult& x) {
+      return Percent(x.hn_reordered_won, x.hn_reordered_pairs);
+    });
+    retrieval("hard-neg pairwise: changed", [](const RetrievalResult& x) {
+      return Percent(x.hn_changed_won, x.hn_changed_pairs);
+    });
     retrieval("Winoground text (swap pairs)",
               [](const RetrievalResult& x) { return Percent(x.wino_text, x.wino_pairs); });
     retrieval("Winoground image (swap pairs)",
@@ -229,6 +235,10 @@ std::string EvalResultsToJson(const std::vector<EvalResult>& results) {
           {"text_to_image_r5", x.t2i_r5},
           {"hard_negative_text_correct", x.hard_negative_correct},
           {"hard_negative_total", x.hard_negative_total},
+          {"hard_negative_reordered_won", x.hn_reordered_won},
+          {"hard_negative_reordered_pairs", x.hn_reordered_pairs},
+          {"hard_negative_changed_won", x.hn_changed_won},
+          {"hard_negative_changed_pairs", x.hn_changed_pairs},
           {"winoground_pairs", x.wino_pairs},
           {"winoground_text_correct", x.wino_text},
           {"winoground_image_correct", x.wino_image},

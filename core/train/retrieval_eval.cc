@@ -93,6 +93,7 @@ RetrievalPlan PlanRetrieval(const std::vector<Sample>& samples, int max_samples)
     h.caption = plan.caption_text[k];
     for (const std::string& negative : s.negatives) {
       h.negatives.push_back(p.Text(negative));
+      h.reordered.push_back(SameWordsReordered(s.slices[1].text, negative));
       auto it = holder.find(negative);
       if (it == holder.end() || it->second == &s) continue;
       RetrievalPlan::SwapPair w{h.image, h.caption, p.Image(*it->second, 0), h.negatives.back()};
@@ -213,9 +214,19 @@ void ScoreHardNegatives(const RetrievalPlan& plan, const ItemEmbeddings& img,
     if (!ok) continue;
     std::vector<float> s_neg;
     for (int n : h.negatives) s_neg.push_back(Dot(img.row(h.image), txt.row(n), R));
+    const float s_true = Dot(img.row(h.image), txt.row(h.caption), R);
     ++out->hard_negative_total;
-    out->hard_negative_correct +=
-        PrefersTrueCaption(Dot(img.row(h.image), txt.row(h.caption), R), s_neg);
+    out->hard_negative_correct += PrefersTrueCaption(s_true, s_neg);
+    for (size_t j = 0; j < s_neg.size(); ++j) {
+      const bool won = s_true > s_neg[j];
+      if (h.reordered[j]) {
+        ++out->hn_reordered_pairs;
+        out->hn_reordered_won += won;
+      } else {
+        ++out->hn_changed_pairs;
+        out->hn_changed_won += won;
+      }
+    }
   }
   for (const RetrievalPlan::SwapPair& w : plan.swap_pairs) {
     if (!img.ok[w.image0] || !img.ok[w.image1] || !txt.ok[w.caption0] || !txt.ok[w.caption1]) {

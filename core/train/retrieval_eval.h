@@ -41,6 +41,7 @@ struct RetrievalPlan {
   struct HardNegative {
     int image = 0, caption = 0;
     std::vector<int> negatives;  // text indices
+    std::vector<char> reordered;  // per negative: SameWordsReordered(caption, negative)
   };
   std::vector<HardNegative> hard_negatives;
 
@@ -66,6 +67,10 @@ struct RetrievalResult {
   int caption_texts = 0;    // distinct captions (text->image queries)
   double i2t_r1 = 0, i2t_r5 = 0, t2i_r1 = 0, t2i_r5 = 0;
   int hard_negative_correct = 0, hard_negative_total = 0;  // text score, all negatives
+  // The same, one negative at a time (chance 1/2), split by kind: negatives
+  // that reorder the caption's words (order / attribute-binding swaps) and
+  // negatives that change a word (another relation or attribute).
+  int hn_reordered_won = 0, hn_reordered_pairs = 0, hn_changed_won = 0, hn_changed_pairs = 0;
   int wino_text = 0, wino_image = 0, wino_group = 0, wino_pairs = 0;
   int story_queries = 0;
   double story_r1 = 0, story_r5 = 0;

@@ -184,6 +184,11 @@ TEST(ScoreRetrieval, HandMadeEmbeddings) {
   // c1 vs {red 0.8}: its caption scores 0.6 -> loses. 1/2.
   EXPECT_EQ(r.hard_negative_total, 2);
   EXPECT_EQ(r.hard_negative_correct, 1);
+  // One negative at a time: c0 beats all three, c1 loses its one; every one
+  // of them changes a word ("blue" for "red", "small" added, ...).
+  EXPECT_EQ(r.hn_changed_pairs, 4);
+  EXPECT_EQ(r.hn_changed_won, 3);
+  EXPECT_EQ(r.hn_reordered_pairs, 0);
   // Winoground pairs:
   //   (c0, red | c1, blue): s00 = .8, s01 = red.c1 = .8, s10 = blue.c0 = 0, s11 = .6
   //     text: .8 > 0 and .6 > .8? no. image: .8 > .8? no. group no.
@@ -200,6 +205,35 @@ TEST(ScoreRetrieval, HandMadeEmbeddings) {
   EXPECT_DOUBLE_EQ(r.story_r1, 0.5);
   EXPECT_DOUBLE_EQ(r.story_r5, 1.0);
   EXPECT_EQ(r.skipped_items, 0);
+}
+
+// Negatives that only reorder the caption's words are told apart from ones
+// that change a word, in the plan and in the pairwise scores.
+TEST(ScoreRetrieval, HardNegativesSplitByKind) {
+  const std::vector<Sample> samples = {
+      Make("cap", "caption", {Image("c.png"), Text("red circle left of blue square")},
+           {"blue square left of red circle", "blue circle left of red square",
+            "red circle above blue square"}),
+  };
+  const RetrievalPlan plan = PlanRetrieval(samples, 100);
+  const std::map<std::string, int> text = TextIndex(plan);
+  ASSERT_EQ(plan.hard_negatives.size(), 1u);
+  EXPECT_EQ(plan.hard_negatives[0].reordered, (std::vector<char>{1, 1, 0}));
+  std::vector<std::vector<float>> t(plan.texts.size());
+  t[text.at("red circle left of blue square")] = Axis(0);
+  t[text.at("blue square left of red circle")] = Axis(1);
+  t[text.at("blue circle left of red square")] = Axis(2);
+  t[text.at("red circle above blue square")] = Axis(3);
+  // The image: its caption 0.5, the first swap 0.7 (wins), the second 0.1,
+  // the changed relation 0.2.
+  const std::vector<float> image = {0.5f, 0.7f, 0.1f, 0.2f, 0.f, 0.f, 0.f, 0.f};
+  const RetrievalResult r = ScoreRetrieval(plan, Rows({image}), Rows(t), Rows({}));
+  EXPECT_EQ(r.hard_negative_total, 1);
+  EXPECT_EQ(r.hard_negative_correct, 0);
+  EXPECT_EQ(r.hn_reordered_pairs, 2);
+  EXPECT_EQ(r.hn_reordered_won, 1);
+  EXPECT_EQ(r.hn_changed_pairs, 1);
+  EXPECT_EQ(r.hn_changed_won, 1);
 }
 
 TEST(ScoreRetrieval, SkippedItemsLeaveTheirMetrics) {

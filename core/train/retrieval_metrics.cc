@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <sstream>
 
 #include "glog/logging.h"
 
@@ -72,6 +73,22 @@ bool PrefersTrueCaption(float s_true, const std::vector<float>& s_negatives) {
     if (!(s_true > s)) return false;
   }
   return true;
+}
+
+namespace {
+
+std::vector<std::string> SortedWords(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(w);
+  std::sort(words.begin(), words.end());
+  return words;
+}
+
+}  // namespace
+
+bool SameWordsReordered(const std::string& caption, const std::string& negative) {
+  return caption != negative && SortedWords(caption) == SortedWords(negative);
 }
 
 }  // namespace ut::train

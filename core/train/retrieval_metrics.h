@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace ut::train {
@@ -43,5 +44,12 @@ WinogroundOutcome Winoground(float s00, float s01, float s10, float s11);
 // An image's similarity to its true caption beats every hard negative
 // (strictly). True when there are no negatives.
 bool PrefersTrueCaption(float s_true, const std::vector<float>& s_negatives);
+
+// Whether a hard negative uses exactly the caption's words (as a multiset,
+// split on spaces) in another order: an order or attribute-binding swap
+// ("a red circle left of a blue square" -> "a blue square left of a red
+// circle", "a blue circle left of a red square"), which a bag of words cannot
+// tell apart. False for a negative that changes, adds or drops a word.
+bool SameWordsReordered(const std::string& caption, const std::string& negative);
 
 }  // namespace ut::train

@@ -90,5 +90,17 @@ TEST(PrefersTrueCaption, StrictlyAboveEveryNegative) {
   EXPECT_TRUE(PrefersTrueCaption(0.5f, {}));
 }
 
+TEST(SameWordsReordered, SwapsOnlyNotChangedWords) {
+  EXPECT_TRUE(SameWordsReordered("a red circle left of a blue square",
+                                 "a blue square left of a red circle"));  // order swap
+  EXPECT_TRUE(SameWordsReordered("a red circle left of a blue square",
+                                 "a blue circle left of a red square"));  // attribute swap
+  EXPECT_FALSE(SameWordsReordered("a red circle left of a blue square",
+                                  "a red circle above a blue square"));  // relation changed
+  EXPECT_FALSE(SameWordsReordered("a red circle", "a small red circle"));  // word added
+  EXPECT_FALSE(SameWordsReordered("a red circle", "a red circle"));        // not a negative
+  EXPECT_FALSE(SameWordsReordered("a a red", "a red red"));                // counts matter
+}
+
 }  // namespace
 }  // namespace ut::train
