@@ -39,11 +39,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/config.h"
 #include "core/base/logging.h"
@@ -81,7 +81,14 @@ Args ParseArgs(int argc, char** argv) {
   for (const launch::ParsedFlag& f : *flags) {
     auto num = [&f] {
       int v = 0;
-      CHECK(absl::SimpleAtoi(f.value, &v)) << f.arg << " needs an integer, got '" << f.value << "'";
+      const absl::Status s = launch::IntFlag(f, std::numeric_limits<int>::min(), &v);
+      CHECK(s.ok()) << s;
+      return v;
+    };
+    auto real = [&f] {
+      double v = 0;
+      const absl::Status s = launch::DoubleFlag(f, /*positive=*/false, &v);
+      CHECK(s.ok()) << s;
       return v;
     };
     if (f.name == "config") a.config = f.value;
@@ -98,7 +105,7 @@ Args ParseArgs(int argc, char** argv) {
     else if (f.name == "steps") a.steps = num();
     else if (f.name == "warmup") a.warmup = num();
     else if (f.name == "zero1") a.zero1 = true;
-    else if (f.name == "alpha") CHECK(absl::SimpleAtod(f.value, &a.alpha)) << f.arg << " needs a number";
+    else if (f.name == "alpha") a.alpha = real();
     else LOG(FATAL) << "unknown flag " << f.arg << " (see the comment at the top of parallel_bench.cc)";
   }
   CHECK(!a.config.empty()) << "--config is required";

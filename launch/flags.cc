@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
+
+#include "absl/strings/numbers.h"
 
 namespace ut::launch {
 
@@ -15,6 +19,21 @@ absl::Status EnterWorkspace() {
 absl::Status BadFlag(const std::string& arg, const std::string& what) {
   return absl::InvalidArgumentError(
       absl::StrCat("flag '", arg, "': ", what, " (run with --help for the list of flags)"));
+}
+
+absl::Status IntFlag(const ParsedFlag& flag, int min, int* out) {
+  if (absl::SimpleAtoi(flag.value, out) && *out >= min) return absl::OkStatus();
+  if (min == 1) return BadFlag(flag.arg, "needs a positive integer");
+  if (min == 0) return BadFlag(flag.arg, "needs a non-negative integer");
+  if (min == std::numeric_limits<int>::min()) return BadFlag(flag.arg, "needs an integer");
+  return BadFlag(flag.arg, absl::StrCat("needs an integer >= ", min));
+}
+
+absl::Status DoubleFlag(const ParsedFlag& flag, bool positive, double* out) {
+  if (absl::SimpleAtod(flag.value, out) && std::isfinite(*out) && (!positive || *out > 0)) {
+    return absl::OkStatus();
+  }
+  return BadFlag(flag.arg, positive ? "needs a finite number > 0" : "needs a finite number");
 }
 
 absl::StatusOr<std::vector<ParsedFlag>> ParseArgs(int argc, char** argv,

@@ -31,4 +31,9 @@ absl::Status EnterWorkspace();
 // "flag '<arg>': <what> (run with --help for the list of flags)".
 absl::Status BadFlag(const std::string& arg, const std::string& what);
 
+// The value of a numeric flag, or BadFlag naming it: an integer >= min ("needs
+// a positive integer" for min 1, ...), or a finite number (> 0 if positive).
+absl::Status IntFlag(const ParsedFlag& flag, int min, int* out);
+absl::Status DoubleFlag(const ParsedFlag& flag, bool positive, double* out);
+
 }  // namespace ut::launch

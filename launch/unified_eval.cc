@@ -17,7 +17,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "core/base/config.h"
 #include "core/base/logging.h"
@@ -97,9 +96,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       f.splits = absl::StrSplit(p.value, ',', absl::SkipEmpty());
       if (f.splits.empty()) return launch::BadFlag(p.arg, "needs at least one split name");
     } else if (p.name == "eval_samples") {
-      if (!absl::SimpleAtoi(p.value, &f.eval_samples) || f.eval_samples <= 0) {
-        return launch::BadFlag(p.arg, "needs a positive integer");
-      }
+      RETURN_IF_ERROR(launch::IntFlag(p, 1, &f.eval_samples));
     } else {  // a config override
       f.overrides.push_back(p.name + "=" + p.value);
     }

@@ -16,7 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "core/base/config.h"
 #include "core/base/logging.h"
 #include "core/base/status.h"
@@ -103,9 +102,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     } else if (p.name == "steps") {
       f.overrides.push_back("train.steps=" + p.value);
     } else if (p.name == "eval_samples") {
-      if (!absl::SimpleAtoi(p.value, &f.eval_samples) || f.eval_samples < 0) {
-        return launch::BadFlag(p.arg, "needs a non-negative integer");
-      }
+      RETURN_IF_ERROR(launch::IntFlag(p, 0, &f.eval_samples));
     } else {  // a config override
       f.overrides.push_back(p.name + "=" + p.value);
       if (p.name == "train.out_dir") f.out_dir_given = true;

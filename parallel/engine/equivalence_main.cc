@@ -20,9 +20,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <limits>
 #include <string>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/config.h"
 #include "core/base/logging.h"
@@ -63,7 +63,14 @@ Args ParseArgs(int argc, char** argv) {
   for (const launch::ParsedFlag& f : *flags) {
     auto num = [&f] {
       int v = 0;
-      CHECK(absl::SimpleAtoi(f.value, &v)) << f.arg << " needs an integer";
+      const absl::Status s = launch::IntFlag(f, std::numeric_limits<int>::min(), &v);
+      CHECK(s.ok()) << s;
+      return v;
+    };
+    auto real = [&f] {
+      double v = 0;
+      const absl::Status s = launch::DoubleFlag(f, /*positive=*/false, &v);
+      CHECK(s.ok()) << s;
       return v;
     };
     if (f.name == "config") a.config = f.value;
@@ -76,7 +83,7 @@ Args ParseArgs(int argc, char** argv) {
     else if (f.name == "steps") a.steps = num();
     else if (f.name == "zero1") a.zero1 = true;
     else if (f.name == "pool") a.pool = f.value;
-    else if (f.name == "tol") CHECK(absl::SimpleAtod(f.value, &a.tol)) << f.arg << " needs a number";
+    else if (f.name == "tol") a.tol = real();
     else LOG(FATAL) << "unknown flag " << f.arg;
   }
   CHECK(!a.config.empty()) << "--config is required";

@@ -13,11 +13,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "core/base/logging.h"
 #include "core/base/status.h"
 #include "launch/flags.h"
@@ -73,13 +73,6 @@ struct Flags {
   bool has_gamma = false, has_delta = false, has_distance = false;
 };
 
-absl::Status ParseDouble(const launch::ParsedFlag& p, double* out) {
-  if (!absl::SimpleAtod(p.value, out) || !std::isfinite(*out) || !(*out > 0)) {
-    return launch::BadFlag(p.arg, "needs a finite number > 0");
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CheckChoice(const launch::ParsedFlag& p, std::initializer_list<const char*> ok) {
   for (const char* choice : ok) {
     if (p.value == choice) return absl::OkStatus();
@@ -107,13 +100,13 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     } else if (p.name == "grad_out") {
       f.grad_out = p.value;
     } else if (p.name == "gamma") {
-      RETURN_IF_ERROR(ParseDouble(p, &f.gamma));
+      RETURN_IF_ERROR(launch::DoubleFlag(p, /*positive=*/true, &f.gamma));
       f.has_gamma = true;
     } else if (p.name == "delta") {
-      RETURN_IF_ERROR(ParseDouble(p, &f.delta));
+      RETURN_IF_ERROR(launch::DoubleFlag(p, /*positive=*/true, &f.delta));
       f.has_delta = true;
     } else if (p.name == "band") {
-      if (!absl::SimpleAtoi(p.value, &f.band)) return launch::BadFlag(p.arg, "needs an integer");
+      RETURN_IF_ERROR(launch::IntFlag(p, std::numeric_limits<int>::min(), &f.band));
       if (f.band < 0) f.band = -1;
     } else if (p.name == "distance") {
       RETURN_IF_ERROR(CheckChoice(p, {"sqeuclid", "cosine"}));
