@@ -97,7 +97,10 @@ struct SequenceSdtwOptions {
   int num_threads = 0;  // OpenMP threads, each taking whole pairs; 0: OpenMP default
   // Pairs are processed in chunks of at most this many cells (or one larger
   // pair): the chunk's distance/cost buffers take 4-8 bytes per cell, each
-  // thread's soft-DTW 12 bytes per cell of the pair it works on.
+  // thread's soft-DTW 12 bytes per cell of the pair (or 192 per cell of the
+  // lane group, ops/cpu/sdtw_lanes.h) it works on. Pairs of one shape share
+  // lane groups only within a chunk, so another chunk size can change results
+  // at the rounding level (never with the thread count).
   int64_t max_chunk_cells = int64_t{1} << 25;
 };
 

@@ -4,9 +4,9 @@
 // Work is organised in "jobs" (u, v, sigma): one soft-DTW between sequences u
 // and v. A normalised kernel K~ over a pair list is one job per pair plus one
 // self job per (sequence, sigma), shared by the pairs that need it. RunJobs
-// does the jobs in chunks of bounded size, OpenMP threads taking whole jobs;
-// gradient rows are summed in job order, so results do not depend on the
-// thread count.
+// does the jobs in chunks of bounded size, OpenMP threads taking whole jobs
+// (jobs of one shape in lane groups, ops/cpu/sdtw_lanes.h); gradient rows are
+// summed in job order, so results do not depend on the thread count.
 #include "ops/gak.h"
 
 #include <omp.h>
@@ -19,6 +19,7 @@
 
 #include "glog/logging.h"
 #include "ops/cpu/sdtw_internal.h"
+#include "ops/cpu/sdtw_lanes.h"
 #include "ops/gemm.h"
 #include "ops/sdtw.h"
 
@@ -340,7 +341,7 @@ void RunJobs(const std::vector<Job>& jobs, const Sequences& seqs, const Sequence
   // Packed per chunk, not zeroed; kept per thread between calls (trimmed below).
   static thread_local internal::FloatBuffer phi, cost, grad;
   std::vector<int64_t> cell_off, grad_off;
-  std::vector<int> order;
+  std::vector<int> order, chunk_n, chunk_m;
   size_t begin = 0;
   while (begin < jobs.size()) {
     // The chunk [begin, end): at least one job, at most max_chunk_cells cells.
@@ -364,43 +365,68 @@ void RunJobs(const std::vector<Job>& jobs, const Sequences& seqs, const Sequence
     float* const phi_data = phi.data();
     float* const cost_data = cost.data();
     float* const grad_data = grad.data();
-    order.resize(count);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-      return cell_off[a + 1] - cell_off[a] > cell_off[b + 1] - cell_off[b];
-    });
-#pragma omp parallel num_threads(std::max(1, std::min(max_threads, count)))
+    // Jobs of one shape share lane groups of the soft-DTW (ops/cpu/sdtw_lanes.h).
+    chunk_n.resize(count);
+    chunk_m.resize(count);
+    for (int t = 0; t < count; ++t) {
+      chunk_n[t] = seqs.lengths[jobs[begin + t].u];
+      chunk_m[t] = seqs.lengths[jobs[begin + t].v];
+    }
+    const std::vector<internal::PairTask> tasks =
+        internal::PlanPairTasks(count, chunk_n.data(), chunk_m.data(), opt.band, &order);
+    const int threads = std::max(1, std::min(max_threads, static_cast<int>(tasks.size())));
+#pragma omp parallel num_threads(threads)
     {
       SdtwWorkspace& ws = ThreadWorkspace();
 #pragma omp for schedule(dynamic, 1)
-      for (int k = 0; k < count; ++k) {
-        const int t = order[k];
-        const Job& job = jobs[begin + t];
-        const int n = seqs.lengths[job.u], m = seqs.lengths[job.v];
-        const int64_t cells = cell_off[t + 1] - cell_off[t];
-        float* phi_t = phi_data + cell_off[t];
-        DistanceForward(phi_t, seqs, start, opt, job.u, job.v);
-        float* cost_t = phi_t;
-        if (gak) {
-          cost_t = cost_data + cell_off[t];
-          gak_local_cost_forward(cost_t, phi_t, cells, job.sigma);
+      for (size_t k = 0; k < tasks.size(); ++k) {
+        const internal::PairTask& task = tasks[k];
+        const int* jobs_of_task = order.data() + task.begin;
+        const int n = chunk_n[jobs_of_task[0]], m = chunk_m[jobs_of_task[0]];
+        const int64_t cells = int64_t{n} * m;
+        // Costs of every job of the task (for GAK: the local cost of the distances).
+        auto cost_of = [&](int t) { return (gak ? cost_data : phi_data) + cell_off[t]; };
+        for (int q = 0; q < task.count; ++q) {
+          const int t = jobs_of_task[q];
+          const Job& job = jobs[begin + t];
+          float* phi_t = phi_data + cell_off[t];
+          DistanceForward(phi_t, seqs, start, opt, job.u, job.v);
+          if (gak) gak_local_cost_forward(cost_of(t), phi_t, cells, job.sigma);
         }
-        if (!backward) {
-          values[begin + t] = soft_dtw_pair(cost_t, n, m, opt.gamma, opt.band, &ws);
-          continue;
+        // Soft-DTW; for the backward E overwrites the costs (all costs are
+        // read before E is written).
+        if (task.lanes) {
+          internal::LaneGroup group;
+          group.count = task.count;
+          for (int q = 0; q < task.count; ++q) {
+            const int t = jobs_of_task[q];
+            group.cost[q] = group.E[q] = cost_of(t);
+            group.scale[q] = backward ? static_cast<float>(dvalues[begin + t]) : 0.f;
+          }
+          double v[internal::kPairLanes];
+          internal::soft_dtw_lanes(group, n, m, opt.gamma, opt.band, backward, v);
+          for (int q = 0; q < task.count; ++q) values[begin + jobs_of_task[q]] = v[q];
+        } else {
+          const int t = jobs_of_task[0];
+          values[begin + t] =
+              backward ? soft_dtw_pair_backward(cost_of(t), static_cast<float>(dvalues[begin + t]),
+                                                cost_of(t), n, m, opt.gamma, opt.band, &ws)
+                       : soft_dtw_pair(cost_of(t), n, m, opt.gamma, opt.band, &ws);
         }
-        // E overwrites the costs (all costs are read before E is written).
-        float* dphi = cost_t;
-        values[begin + t] =
-            soft_dtw_pair_backward(dphi, static_cast<float>(dvalues[begin + t]), cost_t, n, m,
-                                   opt.gamma, opt.band, &ws);
-        if (gak) gak_local_cost_backward(dphi, dphi, phi_t, cells, job.sigma);
-        float* dx = grad_data + grad_off[t];
-        float* dy = dx + int64_t{n} * d;
-        std::fill(dx, dx + int64_t{n + m} * d, 0.0f);
-        DistanceBackward(dx, dy, dphi, seqs, start, opt, job.u, job.v);
+        if (!backward) continue;
+        for (int q = 0; q < task.count; ++q) {
+          const int t = jobs_of_task[q];
+          const Job& job = jobs[begin + t];
+          float* dphi = cost_of(t);  // E, then (GAK) d/dphi
+          if (gak) gak_local_cost_backward(dphi, dphi, phi_data + cell_off[t], cells, job.sigma);
+          float* dx = grad_data + grad_off[t];
+          float* dy = dx + int64_t{n} * d;
+          std::fill(dx, dx + int64_t{n + m} * d, 0.0f);
+          DistanceBackward(dx, dy, dphi, seqs, start, opt, job.u, job.v);
+        }
       }
       ws.Trim(internal::kRetainFloats);
+      internal::TrimLaneScratch(internal::kRetainFloats);
     }
     if (backward) {
       for (int t = 0; t < count; ++t) {

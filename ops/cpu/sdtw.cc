@@ -31,6 +31,7 @@
 
 #include "glog/logging.h"
 #include "ops/cpu/sdtw_internal.h"
+#include "ops/cpu/sdtw_lanes.h"
 
 namespace ut::cpu {
 
@@ -136,25 +137,11 @@ int64_t SkewRows(int m) { return kStripRows + m + 24; }
 [[gnu::always_inline]] inline void Transpose8x8(const float* src, int64_t src_stride, float* dst,
                                                 int64_t dst_stride, float scale = 1.f) {
 #if defined(__AVX2__)
-  __m256 r[8], t[8];
+  __m256 r[8];
   for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(src + l * src_stride);
-  for (int l = 0; l < 8; l += 2) {
-    t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);      // a0 b0 a1 b1 | a4 b4 a5 b5
-    t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);  // a2 b2 a3 b3 | a6 b6 a7 b7
-  }
-  for (int q = 0; q < 8; q += 4) {
-    r[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);      // a0 b0 c0 d0 | a4 b4 c4 d4
-    r[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xEE);  // a1 b1 c1 d1 | a5 ..
-    r[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);  // a2 .. | a6 ..
-    r[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);  // a3 .. | a7 ..
-  }
+  internal::Transpose8(r);
   const __m256 s = _mm256_set1_ps(scale);
-  for (int k = 0; k < 4; ++k) {
-    _mm256_storeu_ps(dst + k * dst_stride,
-                     _mm256_mul_ps(s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20)));
-    _mm256_storeu_ps(dst + (k + 4) * dst_stride,
-                     _mm256_mul_ps(s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31)));
-  }
+  for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + k * dst_stride, _mm256_mul_ps(s, r[k]));
 #else
   for (int k = 0; k < 8; ++k) {
     for (int l = 0; l < 8; ++l) dst[k * dst_stride + l] = scale * src[l * src_stride + k];
@@ -532,24 +519,32 @@ absl::Status ValidateSdtw(const SdtwBatch& batch, const SdtwOptions& options) {
 
 namespace {
 
-// Runs fn(b, workspace) for every pair, largest pairs first, one workspace per
-// thread. Each pair's result depends only on its own inputs, so the output is
-// the same for any thread count or schedule.
-template <typename Fn>
-void ForEachPair(const SdtwBatch& batch, int num_threads, Fn fn) {
-  std::vector<int> order(batch.B);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int x, int y) {
-    return int64_t{batch.n[x]} * batch.m[x] > int64_t{batch.n[y]} * batch.m[y];
-  });
-  const int threads = std::max(1, std::min(num_threads > 0 ? num_threads : omp_get_max_threads(),
-                                           batch.B));
+// Runs the batch's tasks (internal::PlanPairTasks: lane groups of equal
+// shapes, single pairs otherwise), largest first, one workspace per thread:
+// single(b, workspace) for a single pair, group(pairs, count) for a lane group.
+// Each task's results depend only on its own pairs and the plan only on the
+// lengths, so the output is the same for any thread count or schedule.
+template <typename Single, typename Group>
+void ForEachTask(const SdtwBatch& batch, const SdtwOptions& options, Single single, Group group) {
+  std::vector<int> order;
+  const std::vector<internal::PairTask> tasks =
+      internal::PlanPairTasks(batch.B, batch.n, batch.m, options.band, &order);
+  const int requested = options.num_threads > 0 ? options.num_threads : omp_get_max_threads();
+  const int threads = std::max(1, std::min(requested, static_cast<int>(tasks.size())));
 #pragma omp parallel num_threads(threads)
   {
     SdtwWorkspace& ws = ThreadWorkspace();
 #pragma omp for schedule(dynamic, 1)
-    for (int t = 0; t < batch.B; ++t) fn(order[t], &ws);
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      const internal::PairTask& task = tasks[t];
+      if (task.lanes) {
+        group(order.data() + task.begin, task.count);
+      } else {
+        single(order[task.begin], &ws);
+      }
+    }
     ws.Trim(internal::kRetainFloats);
+    internal::TrimLaneScratch(internal::kRetainFloats);
   }
 }
 
@@ -558,10 +553,21 @@ void ForEachPair(const SdtwBatch& batch, int num_threads, Fn fn) {
 absl::Status soft_dtw_forward(double* values, const float* costs, const SdtwBatch& batch,
                               const SdtwOptions& options) {
   RETURN_IF_ERROR(ValidateSdtw(batch, options));
-  ForEachPair(batch, options.num_threads, [&](int b, SdtwWorkspace* ws) {
-    values[b] = soft_dtw_pair(costs + batch.offsets[b], batch.n[b], batch.m[b], options.gamma,
-                              options.band, ws);
-  });
+  ForEachTask(
+      batch, options,
+      [&](int b, SdtwWorkspace* ws) {
+        values[b] = soft_dtw_pair(costs + batch.offsets[b], batch.n[b], batch.m[b],
+                                  options.gamma, options.band, ws);
+      },
+      [&](const int* pairs, int count) {
+        internal::LaneGroup g;
+        g.count = count;
+        for (int p = 0; p < count; ++p) g.cost[p] = costs + batch.offsets[pairs[p]];
+        double v[internal::kPairLanes];
+        internal::soft_dtw_lanes(g, batch.n[pairs[0]], batch.m[pairs[0]], options.gamma,
+                                 options.band, /*backward=*/false, v);
+        for (int p = 0; p < count; ++p) values[pairs[p]] = v[p];
+      });
   return absl::OkStatus();
 }
 
@@ -569,11 +575,28 @@ absl::Status soft_dtw_forward_backward(double* values, float* E, const float* co
                                        const float* dvalues, const SdtwBatch& batch,
                                        const SdtwOptions& options) {
   RETURN_IF_ERROR(ValidateSdtw(batch, options));
-  ForEachPair(batch, options.num_threads, [&](int b, SdtwWorkspace* ws) {
-    const int64_t off = batch.offsets[b];
-    values[b] = soft_dtw_pair_backward(E + off, dvalues ? dvalues[b] : 1.f, costs + off,
-                                       batch.n[b], batch.m[b], options.gamma, options.band, ws);
-  });
+  ForEachTask(
+      batch, options,
+      [&](int b, SdtwWorkspace* ws) {
+        const int64_t off = batch.offsets[b];
+        values[b] = soft_dtw_pair_backward(E + off, dvalues ? dvalues[b] : 1.f, costs + off,
+                                           batch.n[b], batch.m[b], options.gamma, options.band,
+                                           ws);
+      },
+      [&](const int* pairs, int count) {
+        internal::LaneGroup g;
+        g.count = count;
+        for (int p = 0; p < count; ++p) {
+          const int b = pairs[p];
+          g.cost[p] = costs + batch.offsets[b];
+          g.E[p] = E + batch.offsets[b];
+          g.scale[p] = dvalues ? dvalues[b] : 1.f;
+        }
+        double v[internal::kPairLanes];
+        internal::soft_dtw_lanes(g, batch.n[pairs[0]], batch.m[pairs[0]], options.gamma,
+                                 options.band, /*backward=*/true, v);
+        for (int p = 0; p < count; ++p) values[pairs[p]] = v[p];
+      });
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 // Soft-DTW value and expected alignment E against brute force over every
-// monotone alignment, a plain double-precision DP, finite differences, the band,
-// the batch API and long sequences.
+// monotone alignment, a plain double-precision DP (ops/testing/sdtw_reference.h),
+// finite differences, the band, the batch API and long sequences. The lane
+// sweep for groups of equal shapes: ops/cpu/sdtw_lanes_test.cc.
 #include "ops/sdtw.h"
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include "core/base/rng.h"
 #include "gtest/gtest.h"
 #include "ops/testing/gradcheck.h"
+#include "ops/testing/sdtw_reference.h"
 
 namespace ut::cpu {
 namespace {
@@ -18,105 +20,10 @@ namespace {
 using ::ut::testing::CheckGradient;
 using ::ut::testing::RandomUniform;
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
-
-struct Reference {
-  double value;
-  std::vector<double> E;  // [n,m]
-};
-
-// Enumerates every monotone alignment from (0,0) to (n-1,m-1) with steps
-// (1,0), (0,1), (1,1) that stays in the band and avoids +inf cells:
-// value = -g log sum_paths exp(-cost/g), E[i,j] = P(path visits (i,j)).
-Reference BruteForce(const std::vector<float>& cost, int n, int m, double g, int band) {
-  std::vector<std::vector<int>> paths;
-  std::vector<double> path_cost;
-  std::vector<int> cells;
-  std::function<void(int, int, double)> walk = [&](int i, int j, double acc) {
-    if (!SdtwInBand(i, j, n, m, band) || std::isinf(cost[i * m + j])) return;
-    cells.push_back(i * m + j);
-    acc += cost[i * m + j];
-    if (i == n - 1 && j == m - 1) {
-      paths.push_back(cells);
-      path_cost.push_back(acc);
-    } else {
-      if (i + 1 < n) walk(i + 1, j, acc);
-      if (j + 1 < m) walk(i, j + 1, acc);
-      if (i + 1 < n && j + 1 < m) walk(i + 1, j + 1, acc);
-    }
-    cells.pop_back();
-  };
-  walk(0, 0, 0.0);
-  double lo = kInf;
-  for (double c : path_cost) lo = std::min(lo, c);
-  double z = 0.0;
-  for (double c : path_cost) z += std::exp(-(c - lo) / g);
-  Reference ref{lo - g * std::log(z), std::vector<double>(n * m, 0.0)};
-  for (size_t p = 0; p < paths.size(); ++p) {
-    const double prob = std::exp(-(path_cost[p] - lo) / g) / z;
-    for (int c : paths[p]) ref.E[c] += prob;
-  }
-  return ref;
-}
-
-// Textbook DP in double: the forward recursion and the Cuturi & Blondel
-// backward E[p] = sum_q E[q] exp((R[q] - c[q] - R[p]) / g); cells outside the
-// band are +inf in R and 0 in E.
-Reference PlainDp(const std::vector<float>& cost, int n, int m, double g, int band = -1) {
-  const int w = m + 2;
-  std::vector<double> R((n + 2) * w, kInf);
-  auto r = [&](int i, int j) -> double& { return R[i * w + j]; };
-  auto c = [&](int i, int j) { return static_cast<double>(cost[(i - 1) * m + (j - 1)]); };
-  auto in = [&](int i, int j) { return i <= n && j <= m && SdtwInBand(i - 1, j - 1, n, m, band); };
-  r(0, 0) = 0.0;
-  for (int i = 1; i <= n; ++i) {
-    for (int j = 1; j <= m; ++j) {
-      if (!in(i, j)) continue;
-      const double a = r(i - 1, j - 1), b = r(i - 1, j), l = r(i, j - 1);
-      const double mn = std::min({a, b, l});
-      r(i, j) = c(i, j) + mn -
-                g * std::log(std::exp(-(a - mn) / g) + std::exp(-(b - mn) / g) +
-                             std::exp(-(l - mn) / g));
-    }
-  }
-  std::vector<double> E((n + 2) * w, 0.0);
-  auto e = [&](int i, int j) -> double& { return E[i * w + j]; };
-  auto from = [&](int qi, int qj, int i, int j) {  // E(q) * weight of (i,j) in q
-    if (!in(qi, qj)) return 0.0;
-    return e(qi, qj) * std::exp((r(qi, qj) - c(qi, qj) - r(i, j)) / g);
-  };
-  e(n, m) = 1.0;
-  for (int i = n; i >= 1; --i) {
-    for (int j = m; j >= 1; --j) {
-      if ((i == n && j == m) || !in(i, j)) continue;
-      e(i, j) = from(i, j + 1, i, j) + from(i + 1, j, i, j) + from(i + 1, j + 1, i, j);
-    }
-  }
-  Reference ref{r(n, m), std::vector<double>(n * m)};
-  for (int i = 1; i <= n; ++i) {
-    for (int j = 1; j <= m; ++j) ref.E[(i - 1) * m + (j - 1)] = e(i, j);
-  }
-  return ref;
-}
-
-// Value within 1e-6 relative (plus 1e-6 absolute), every E entry within 2e-6
-// (E is a probability); NaN fails.
-void ExpectMatches(const Reference& ref, double value, const std::vector<float>& E,
-                   const std::string& what) {
-  EXPECT_LE(std::fabs(value - ref.value), 1e-6 * (1.0 + std::fabs(ref.value)))
-      << what << ": value " << value << " vs " << ref.value;
-  double worst = 0.0;
-  int worst_at = -1;
-  for (size_t k = 0; k < E.size(); ++k) {
-    const double err = std::fabs(E[k] - ref.E[k]);
-    if (!(err <= worst)) {
-      worst = std::isnan(err) ? kInf : err;
-      worst_at = static_cast<int>(k);
-    }
-  }
-  EXPECT_LE(worst, 2e-6) << what << ": E[" << worst_at << "] = " << E[worst_at] << " vs "
-                         << ref.E[worst_at];
-}
+using ::ut::testing::BruteForce;
+using ::ut::testing::ExpectMatches;
+using ::ut::testing::PlainDp;
+using ::ut::testing::SdtwReference;
 
 TEST(SoftDtw, ValueAndAlignmentMatchEveryPathEnumerated) {
   Rng rng(1);
@@ -126,7 +33,7 @@ TEST(SoftDtw, ValueAndAlignmentMatchEveryPathEnumerated) {
     const int n = size[0], m = size[1];
     for (double gamma : {0.05, 0.3, 1.0, 5.0}) {
       const auto cost = RandomUniform(rng, n * m, -1.0f, 2.0f);
-      const Reference ref = BruteForce(cost, n, m, gamma, -1);
+      const SdtwReference ref = BruteForce(cost, n, m, gamma, -1);
       std::vector<float> E(n * m, -1.0f);
       const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, gamma, -1,
                                                   &ws);
@@ -145,7 +52,7 @@ TEST(SoftDtw, BandMatchesEnumerationOfPathsInsideIt) {
   for (const auto& c : cases) {
     const int n = c[0], m = c[1], band = c[2];
     const auto cost = RandomUniform(rng, n * m, 0.0f, 2.0f);
-    const Reference ref = BruteForce(cost, n, m, 0.5, band);
+    const SdtwReference ref = BruteForce(cost, n, m, 0.5, band);
     std::vector<float> E(n * m, -1.0f);
     const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 0.5, band,
                                                 &ws);
@@ -173,7 +80,7 @@ TEST(SoftDtw, InfiniteCostsAreUnreachableAndGiveNoNan) {
   auto cost = RandomUniform(rng, n * m, 0.0f, 1.0f);
   const float inf = std::numeric_limits<float>::infinity();
   for (int k : {1, 7, 12, 13, 18}) cost[k] = inf;  // blocked cells; a path remains
-  const Reference ref = BruteForce(cost, n, m, 0.7, -1);
+  const SdtwReference ref = BruteForce(cost, n, m, 0.7, -1);
   std::vector<float> E(n * m);
   const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 0.7, -1, &ws);
   ExpectMatches(ref, value, E, "blocked cells");
@@ -188,7 +95,7 @@ TEST(SoftDtw, MatchesPlainDoubleDpOnLargerMatrices) {
     const int n = size[0], m = size[1];
     for (double gamma : {0.01, 0.1, 1.0, 10.0}) {
       const auto cost = RandomUniform(rng, n * m, 0.0f, 3.0f);
-      const Reference ref = PlainDp(cost, n, m, gamma);
+      const SdtwReference ref = PlainDp(cost, n, m, gamma);
       std::vector<float> E(n * m);
       const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, gamma, -1,
                                                   &ws);
@@ -209,7 +116,7 @@ TEST(SoftDtw, MatchesPlainDoubleDpAcrossStrips) {
   for (const auto& c : cases) {
     const int n = c[0], m = c[1], band = c[2];
     const auto cost = RandomUniform(rng, n * m, 0.0f, 3.0f);
-    const Reference ref = PlainDp(cost, n, m, 0.7, band);
+    const SdtwReference ref = PlainDp(cost, n, m, 0.7, band);
     std::vector<float> E(n * m, -1.0f);
     const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 0.7, band,
                                                 &ws);

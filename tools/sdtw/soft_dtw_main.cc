@@ -277,18 +277,39 @@ absl::StatusOr<Result> RunGak(const Flags& f, const Matrix& x, const Matrix& y) 
     }, &r));
   }
   r.sigma = cpu::gak_sigma(f.delta, r.n, r.m);
-  cpu::SdtwWorkspace& ws = cpu::ThreadWorkspace();
-  auto term = [&](const Matrix& a, const Matrix& b, std::vector<float>* E) {
-    std::vector<float> cost = SliceDistances(a, b, opt.distance);
+  // The three terms as one soft-DTW batch in the order gak_pairs_forward runs
+  // them (x-y, x-x, y-y): the batch API then groups them the same way (pairs
+  // of one shape may share the lane sweep, ops/cpu/sdtw_lanes.h), so
+  // log_value agrees with value to the last bits, not only to the ~1e-8 that
+  // separates the two sweeps.
+  const Matrix* parts[3][2] = {{&x, &y}, {&x, &x}, {&y, &y}};
+  std::vector<float> costs;
+  std::vector<int> n(3), m(3);
+  std::vector<int64_t> offsets = {0};
+  for (int t = 0; t < 3; ++t) {
+    std::vector<float> cost = SliceDistances(*parts[t][0], *parts[t][1], opt.distance);
     cpu::gak_local_cost_forward(cost.data(), cost.data(), cost.size(), r.sigma);
-    const int na = static_cast<int>(a.rows), nb = static_cast<int>(b.rows);
-    if (E == nullptr) return cpu::soft_dtw_pair(cost.data(), na, nb, 1.0, f.band, &ws);
-    *E = std::move(cost);
-    return cpu::soft_dtw_pair_backward(E->data(), 1.0f, E->data(), na, nb, 1.0, f.band, &ws);
-  };
-  r.r_xy = term(x, y, f.e_out.empty() ? nullptr : &r.E);
-  r.r_xx = term(x, x, nullptr);
-  r.r_yy = term(y, y, nullptr);
+    costs.insert(costs.end(), cost.begin(), cost.end());
+    n[t] = static_cast<int>(parts[t][0]->rows);
+    m[t] = static_cast<int>(parts[t][1]->rows);
+    offsets.push_back(static_cast<int64_t>(costs.size()));
+  }
+  const cpu::SdtwBatch batch{3, n.data(), m.data(), offsets.data()};
+  cpu::SdtwOptions sopt;
+  sopt.gamma = 1.0;
+  sopt.band = f.band;
+  double R[3];
+  if (f.e_out.empty()) {
+    RETURN_IF_ERROR(cpu::soft_dtw_forward(R, costs.data(), batch, sopt));
+  } else {
+    const float only_xy[3] = {1.0f, 0.0f, 0.0f};  // E of the x-y term
+    RETURN_IF_ERROR(cpu::soft_dtw_forward_backward(R, costs.data(), costs.data(), only_xy, batch,
+                                                   sopt));
+    r.E.assign(costs.begin(), costs.begin() + offsets[1]);
+  }
+  r.r_xy = R[0];
+  r.r_xx = R[1];
+  r.r_yy = R[2];
   r.log_value = -(r.r_xy - 0.5 * r.r_xx - 0.5 * r.r_yy);
   return r;
 }
