@@ -25,6 +25,11 @@ using ::ut::testing::ExpectMatches;
 using ::ut::testing::PlainDp;
 using ::ut::testing::SdtwReference;
 
+SdtwWorkspace& ws_for_test() {
+  static SdtwWorkspace ws;
+  return ws;
+}
+
 TEST(SoftDtw, ValueAndAlignmentMatchEveryPathEnumerated) {
   Rng rng(1);
   SdtwWorkspace ws;
@@ -125,6 +130,39 @@ TEST(SoftDtw, MatchesPlainDoubleDpAcrossStrips) {
     ExpectMatches(ref, value, E, what);
     EXPECT_EQ(soft_dtw_pair(cost.data(), n, m, 0.7, band, &ws), value) << what;
   }
+}
+
+// Pairs of 256 x 256 cells and more without a band run the ratio domain
+// (ops/cpu/sdtw.cc, ForwardStripRatio): values within 1e-10 of the double DP,
+// which the log-domain sweep (~1e-8) does not reach, so this also shows that
+// the ratio domain ran. Rows cross strips; one-row and one-column pairs have
+// no interior cells. At gamma 1e-3 (|cost| / gamma up to 3000) the pair falls
+// back to the log domain and matches at that sweep's accuracy.
+TEST(SoftDtw, LargePairsRunTheRatioDomainAndMatchPlainDoubleDp) {
+  Rng rng(9);
+  const int sizes[][2] = {{300, 260}, {260, 300}, {257, 257}, {1, 70000}, {70000, 1}};
+  for (const auto& size : sizes) {
+    const int n = size[0], m = size[1];
+    for (double gamma : {0.1, 1.0, 10.0}) {
+      const auto cost = RandomUniform(rng, int64_t{n} * m, 0.0f, 3.0f);
+      const SdtwReference ref = PlainDp(cost, n, m, gamma);
+      std::vector<float> E(cost.size());
+      const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, gamma, -1,
+                                                  &ws_for_test());
+      const std::string what = "n=" + std::to_string(n) + " m=" + std::to_string(m) +
+                               " gamma=" + std::to_string(gamma);
+      EXPECT_LE(std::fabs(value - ref.value), 1e-10 * (1.0 + std::fabs(ref.value)))
+          << what << ": " << value << " vs " << ref.value;
+      ExpectMatches(ref, value, E, what);
+      EXPECT_EQ(soft_dtw_pair(cost.data(), n, m, gamma, -1, &ws_for_test()), value) << what;
+    }
+  }
+  const int n = 300, m = 260;
+  const auto cost = RandomUniform(rng, n * m, 0.0f, 2.0f);
+  std::vector<float> E(cost.size());
+  const double value = soft_dtw_pair_backward(E.data(), 1.0f, cost.data(), n, m, 1e-3, -1,
+                                              &ws_for_test());
+  ExpectMatches(PlainDp(cost, n, m, 1e-3), value, E, "gamma 1e-3 (log-domain fallback)");
 }
 
 TEST(SoftDtw, GradientMatchesFiniteDifferences) {
