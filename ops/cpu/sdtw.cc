@@ -14,7 +14,7 @@
 // after diagonal with one zero pad on each side ([lo - 1, hi + 1]), exactly
 // the range the backward reads.
 // Each diagonal: pass 1 in double (minimum and gaps), pass 2 in float (exp,
-// log, weights; 8-16 lanes), pass 3 in double (R). Large pairs without a band
+// log, weights; 8-16 lanes), pass 3 in double (R). Pairs without a band
 // first try ForwardStripRatio, the same layout in the ratio domain (one pass
 // per diagonal); the backward is the same for both.
 #include "ops/sdtw.h"
@@ -506,8 +506,10 @@ UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n,
     const bool row1 = first_strip && lo == 1;  // cell r = 1 is global row 1
     const bool col1 = t - hi == 1;             // cell r = hi is column 1
     const int ilo = row1 ? 2 : lo, ihi = col1 ? hi - 1 : hi;  // the interior cells
-    int bad = 0;
-#pragma omp simd reduction(| : bad)
+    // No test on i in this loop (GCC would split it there and run the
+    // padding part as scalar code): S goes to a scratch row, checked below.
+    double* __restrict s_row = ws->base.data();
+#pragma omp simd
     for (int i = lo; i < end; ++i) {
       const double x = cd[i] * inv_gamma;
       const double ec = internal::ExpDouble(-x);
@@ -525,9 +527,14 @@ UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n,
       ihc[i] = vl * it;
       vc[i] = tt * ihp[i - 1];
       ivc[i] = hu * it;
-      const bool cell = i <= hi, interior = i >= ilo && i <= ihi;
-      bad |= (cell && !(std::fabs(x) <= 700.0)) | (interior && !(S <= 1e150));
+      s_row[i] = S;
     }
+    // The range check, on the diagonal's cells only (S on the interior ones).
+    int bad = 0;
+#pragma omp simd reduction(| : bad)
+    for (int i = lo; i <= hi; ++i) bad |= !(std::fabs(cd[i] * inv_gamma) <= 700.0);
+#pragma omp simd reduction(| : bad)
+    for (int i = ilo; i <= ihi; ++i) bad |= !(s_row[i] <= 1e150);
     if (bad) return false;
     // Row 1: R(1,j) = R(1,j-1) + c, so h = exp(-c); (1,1) comes from (0,0).
     if (row1) {
@@ -606,22 +613,17 @@ bool ForwardRatio(const float* cost, int n, int m, double gamma, const std::vect
   return true;
 }
 
-// Pairs of at least this many cells (and no band) try the ratio domain
-// first. Measured per pair, forward + backward against ForwardStrip
-// (devbench, 2026-11-27): 1.08x at 4096 x 4096, even at 512 x 512 and 0.7x at
-// 128 x 128, where diagonals are short and the loop's set-up and the row-1 /
-// column-1 fix-ups weigh more (equal-shape batches of those go to the lane
-// sweep instead). The forward alone is 1.2-1.3x faster from 512 x 512 up.
-constexpr int64_t kRatioMinCells = int64_t{256} * 256;
-
-// Forward over all strips; returns R[n,m]. Large pairs without a band try the
-// ratio domain first; the log domain (ForwardStrip) runs otherwise, or when a
-// ratio left its range.
+// Forward over all strips; returns R[n,m]. Without a band the ratio domain
+// runs first; the log domain (ForwardStrip) runs with a band, or when a ratio
+// left its range. Measured per pair against ForwardStrip alone (devbench,
+// 2026-11-27, one core): forward + backward 1.0x from 8 x 8 to 64 x 64, 1.06x
+// at 128, 1.08x at 256, 1.1x at 512 and 1.05x at 4096; the forward alone
+// 1.2-1.4x at every size.
 template <bool kStoreWeights>
 double Forward(const float* cost, int n, int m, double gamma, const std::vector<Strip>& strips,
                const std::vector<int64_t>& w_off, Buffers* ws) {
   double value = 0.0;
-  if (strips[0].width < 0 && int64_t{n} * m >= kRatioMinCells &&
+  if (strips[0].width < 0 &&
       ForwardRatio<kStoreWeights>(cost, n, m, gamma, strips, w_off, ws, &value)) {
     return value;
   }
