@@ -359,8 +359,14 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
 // above [m+2] gets the same for the row above the strip.
 // E is built diagonal by diagonal in ws->skew (the costs there are no longer
 // needed), then skewed back to rows.
-UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const float* below, float* above,
-                   int64_t w_off, Buffers* ws) {
+// The backward walks the weight store downwards, diagonal by diagonal, which
+// the hardware prefetchers follow badly: it fetches the weights this many
+// diagonals ahead itself.
+constexpr int kPrefetchDiagonals = 8;
+
+template <bool kDiagFromSum>
+UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const float* below,
+                                  float* above, int64_t w_off, Buffers* ws) {
   const int rows = st.rows, m = st.m;
   ws->top_e.assign(m + 2, 0.f);
   ws->top_w_up.assign(m + 2, 0.f);
@@ -380,11 +386,30 @@ UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const 
     const float* e_2 = e_c + 2 * kSkewPitch;
     const float* w_left_1 = ws->w_left.data() + ws->diag_off[t + 1];
     const float* w_up_1 = ws->w_up.data() + ws->diag_off[t + 1];
-    const float* w_diag_2 = ws->w_diag.data() + ws->diag_off[t + 2];
+    if (t >= kPrefetchDiagonals + 2) {  // the weights a few diagonals ahead (lower addresses)
+      const int tp = t - kPrefetchDiagonals;
+      const int64_t from = ws->diag_off[tp] + st.lo(tp) - 1, to = from + st.slots(tp);
+      for (int64_t k = from; k < to; k += 16) {
+        __builtin_prefetch(ws->w_left.data() + k);
+        __builtin_prefetch(ws->w_up.data() + k);
+        if (!kDiagFromSum) __builtin_prefetch(ws->w_diag.data() + k);
+      }
+    }
     // E(r,j) = E(r,j+1) w_left(r,j+1) + E(r+1,j) w_up(r+1,j) + E(r+1,j+1) w_diag(r+1,j+1).
+    if (kDiagFromSum) {  // w_diag = 1 - w_up - w_left (the ratio forward stores two)
+      const float* w_up_2 = ws->w_up.data() + ws->diag_off[t + 2];
+      const float* w_left_2 = ws->w_left.data() + ws->diag_off[t + 2];
 #pragma omp simd
-    for (int i = lo; i < end; ++i) {
-      e_c[i] = e_1[i] * w_left_1[i] + e_1[i + 1] * w_up_1[i + 1] + e_2[i + 1] * w_diag_2[i + 1];
+      for (int i = lo; i < end; ++i) {
+        const float w_diag = 1.f - w_up_2[i + 1] - w_left_2[i + 1];
+        e_c[i] = e_1[i] * w_left_1[i] + e_1[i + 1] * w_up_1[i + 1] + e_2[i + 1] * w_diag;
+      }
+    } else {
+      const float* w_diag_2 = ws->w_diag.data() + ws->diag_off[t + 2];
+#pragma omp simd
+      for (int i = lo; i < end; ++i) {
+        e_c[i] = e_1[i] * w_left_1[i] + e_1[i + 1] * w_up_1[i + 1] + e_2[i + 1] * w_diag_2[i + 1];
+      }
     }
     if (hi == rows && lo <= rows) e_c[rows] += below[t - rows];
     e_c[lo - 1] = 0.f;
@@ -392,7 +417,10 @@ UT_SDTW_CLONES void BackwardStrip(float* E, float scale, const Strip& st, const 
     if (lo == 1 && hi >= 1) {  // first row of the strip: keep what it sends upwards
       ws->top_e[t - 1] = e_c[1];
       ws->top_w_up[t - 1] = ws->w_up.data()[ws->diag_off[t] + 1];
-      ws->top_w_diag[t - 1] = ws->w_diag.data()[ws->diag_off[t] + 1];
+      const int64_t slot = ws->diag_off[t] + 1;
+      ws->top_w_diag[t - 1] = kDiagFromSum
+                                  ? 1.f - ws->w_up.data()[slot] - ws->w_left.data()[slot]
+                                  : ws->w_diag.data()[slot];
     }
   }
   if (st.width < 0) {
@@ -481,7 +509,7 @@ UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n,
   const float* skew = ws->skew.data();
   const double inv_gamma = 1.0 / gamma;
   const bool first_strip = st.i0 == 1;
-  float *__restrict w_diag = nullptr, *__restrict w_up = nullptr, *__restrict w_left = nullptr;
+  float *__restrict w_up = nullptr, *__restrict w_left = nullptr;
   for (int t = 2; t <= rows + m; ++t) {
     const int lo = st.lo(t), hi = st.hi(t), end = PaddedEnd(lo, hi);
     // Eight disjoint rows of the ring (restrict: no alias checks in the loop).
@@ -494,8 +522,7 @@ UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n,
     double* __restrict vc = hc + 2 * stride;
     double* __restrict ivc = hc + 3 * stride;
     const float* __restrict cd = skew + int64_t{t} * kSkewPitch;  // cost of (r, t - r) at cd[r]
-    if (kStoreWeights) {
-      w_diag = ws->w_diag.data() + w_off - (lo - 1);
+    if (kStoreWeights) {  // w_diag = 1 - w_up - w_left: not stored (BackwardStrip<true>)
       w_up = ws->w_up.data() + w_off - (lo - 1);
       w_left = ws->w_left.data() + w_off - (lo - 1);
     }
@@ -519,7 +546,6 @@ UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n,
       const double it = 1.0 / tt;
       const double wd = ec * it;  // 1 / S
       if (kStoreWeights) {
-        w_diag[i] = static_cast<float>(wd);
         w_up[i] = static_cast<float>(hu * wd);
         w_left[i] = static_cast<float>(vl * wd);
       }
@@ -542,8 +568,7 @@ UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n,
       const double x = cd[1] * inv_gamma, ec = internal::ExpDouble(-x);
       hc[1] = vc[1] = ec;
       ihc[1] = ivc[1] = 1.0 / ec;
-      if (kStoreWeights) {
-        w_diag[1] = j == 1 ? 1.f : 0.f;
+      if (kStoreWeights) {  // (1,1): w_diag = 1
         w_up[1] = 0.f;
         w_left[1] = j == 1 ? 0.f : 1.f;
       }
@@ -557,7 +582,6 @@ UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n,
       hc[hi] = vc[hi] = ec;
       ihc[hi] = ivc[hi] = 1.0 / ec;
       if (kStoreWeights) {
-        w_diag[hi] = 0.f;
         w_up[hi] = 1.f;
         w_left[hi] = 0.f;
       }
@@ -576,15 +600,14 @@ UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n,
       bottom_h[t - rows] = hc[rows];
       bottom_ih[t - rows] = ihc[rows];
     }
-    if (kStoreWeights) {
-      w_diag[lo - 1] = w_up[lo - 1] = w_left[lo - 1] = 0.f;
-      w_diag[hi + 1] = w_up[hi + 1] = w_left[hi + 1] = 0.f;
+    if (kStoreWeights) {  // pads: w_diag = 1 there, but E is 0 in those slots
+      w_up[lo - 1] = w_left[lo - 1] = 0.f;
+      w_up[hi + 1] = w_left[hi + 1] = 0.f;
       w_off += hi - lo + 3;
     }
   }
   if (kStoreWeights) {  // the two all-padding diagonals after the last one
     const int64_t pad = st.slots(rows + m + 1) + st.slots(rows + m + 2);
-    std::fill_n(ws->w_diag.data() + w_off, pad, 0.f);
     std::fill_n(ws->w_up.data() + w_off, pad, 0.f);
     std::fill_n(ws->w_left.data() + w_off, pad, 0.f);
   }
@@ -619,14 +642,14 @@ bool ForwardRatio(const float* cost, int n, int m, double gamma, const std::vect
 // 2026-11-27, one core): forward + backward 1.0x from 8 x 8 to 64 x 64, 1.06x
 // at 128, 1.08x at 256, 1.1x at 512 and 1.05x at 4096; the forward alone
 // 1.2-1.4x at every size.
+// *ratio tells which ran (the backward then reads two weights, not three).
 template <bool kStoreWeights>
 double Forward(const float* cost, int n, int m, double gamma, const std::vector<Strip>& strips,
-               const std::vector<int64_t>& w_off, Buffers* ws) {
+               const std::vector<int64_t>& w_off, Buffers* ws, bool* ratio) {
   double value = 0.0;
-  if (strips[0].width < 0 &&
-      ForwardRatio<kStoreWeights>(cost, n, m, gamma, strips, w_off, ws, &value)) {
-    return value;
-  }
+  *ratio = strips[0].width < 0 &&
+           ForwardRatio<kStoreWeights>(cost, n, m, gamma, strips, w_off, ws, &value);
+  if (*ratio) return value;
   double* top = ws->row_a.data();
   double* bottom = ws->row_b.data();
   top[0] = 0.0;  // R(0,0) = 0, R(0,j) = +inf
@@ -647,7 +670,8 @@ double soft_dtw_pair(const float* cost, int n, int m, double gamma, int band,
   Buffers* ws = workspace->buffers();
   const std::vector<Strip> strips = MakeStrips(n, m, band);
   const std::vector<int64_t> w_off = PrepareWorkspace(strips, m, /*weights=*/false, ws);
-  return Forward<false>(cost, n, m, gamma, strips, w_off, ws);
+  bool ratio = false;
+  return Forward<false>(cost, n, m, gamma, strips, w_off, ws, &ratio);
 }
 
 double soft_dtw_pair_backward(float* E, float scale, const float* cost, int n, int m,
@@ -656,14 +680,19 @@ double soft_dtw_pair_backward(float* E, float scale, const float* cost, int n, i
   Buffers* ws = workspace->buffers();
   const std::vector<Strip> strips = MakeStrips(n, m, band);
   const std::vector<int64_t> w_off = PrepareWorkspace(strips, m, /*weights=*/true, ws);
-  const double value = Forward<true>(cost, n, m, gamma, strips, w_off, ws);
+  bool ratio = false;
+  const double value = Forward<true>(cost, n, m, gamma, strips, w_off, ws, &ratio);
   // The costs are all read; E (which may alias them) is written from here on.
   ws->below.assign(m + 2, 0.f);
   ws->above.resize(m + 2);
   ws->below[m] = 1.f;  // dR(n,m)/dc(n,m) = 1 enters through the last row
   for (int s = static_cast<int>(strips.size()) - 1; s >= 0; --s) {
     float* E_s = E + static_cast<int64_t>(strips[s].i0 - 1) * m;
-    BackwardStrip(E_s, scale, strips[s], ws->below.data(), ws->above.data(), w_off[s], ws);
+    if (ratio) {
+      BackwardStrip<true>(E_s, scale, strips[s], ws->below.data(), ws->above.data(), w_off[s], ws);
+    } else {
+      BackwardStrip<false>(E_s, scale, strips[s], ws->below.data(), ws->above.data(), w_off[s], ws);
+    }
     std::swap(ws->below, ws->above);
   }
   return value;

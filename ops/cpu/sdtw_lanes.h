@@ -10,10 +10,10 @@
 // sweep can run in the ratio domain (ops/cpu/sdtw_lanes.cc): one exp per cell
 // outside the dependency chain and one division in it, instead of two exps
 // and a log in it. Measured per cell, forward + backward, 16 pairs on one core
-// (docs/results.md, "lanes"): 12x the diagonal sweep at 8 x 8, 3x at 32 x 32,
-// 1.5x at 128 x 128. The cost: the softmin weights of a whole group (192
-// bytes per cell) stream through memory, so beyond kLaneMaxCells the
-// diagonal sweep wins.
+// (bench/sdtw_lanes_bench, docs/results.md): 14x the diagonal sweep at 8 x 8,
+// 3x at 32 x 32, 1.4x at 128 x 128. The cost: the softmin weights of a whole
+// group (192 bytes per cell) stream through memory, so beyond kLaneMaxCells
+// the diagonal sweep wins.
 //
 // Results agree with the diagonal sweep to rounding: values to ~1e-9
 // relative (the ratio sweep is the more accurate of the two: ~1e-12 against a
@@ -26,8 +26,9 @@
 namespace ut::cpu::internal {
 
 inline constexpr int kPairLanes = 16;
-// Largest n * m swept by lanes.
-inline constexpr int64_t kLaneMaxCells = 256 * 256;
+// Largest n * m swept by lanes (bench/sdtw_lanes_bench, forward + backward
+// against the diagonal sweep: 1.37x at 192 x 192, 0.95x at 256 x 256).
+inline constexpr int64_t kLaneMaxCells = 192 * 192;
 
 // Fewest pairs of shape (n, m) worth a lane group: the spare lanes of a group
 // cost as much as used ones, so longer pairs need fuller groups. Above
