@@ -19,6 +19,7 @@
 //       [--no_tslearn] [--python=python3] [--script=bench/sdtw_tslearn_ref.py]
 #include <omp.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -136,8 +137,9 @@ int main(int argc, char** argv) {
   // ops/gemm.h runs OpenBLAS single-threaded, so they are never woken again.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const std::vector<Case> cases = {{64, 128, 64}, {16, 512, 64}, {4, 4096, 256}};
+  // Per process, so that two benches at once cannot read or delete each other's input.
   const std::string path = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
-                           "/sdtw_bench_pairs.f32";
+                           "/sdtw_bench_pairs." + std::to_string(getpid()) + ".f32";
 
   std::printf("soft-DTW forward + backward, gamma = 1, %d thread(s). op: cost matrices -> values "
               "and E; whole: + squared-Euclidean cost GEMM and the gradients to both "
