@@ -299,35 +299,17 @@ UT_SDTW_CLONES void ForwardStrip(const float* cost, const Strip& st, double gamm
       gap_left[i] = static_cast<float>(l - mn);
       base[i] = cd[i] * inv_gamma + mn;
     }
-    // Pass 2 (float lanes): with g1, g2 the gaps of the two neighbours other
-    // than the (first) minimum, softmin = min - gamma * log(1 + e1 + e2),
-    // e = exp(-g) (two exps, the minimum's is 1), and the three weights. A
-    // gap of 87 or more, +inf or NaN gives e = 0 (the select below is false).
+    // Pass 2 (float lanes): log(1 + e1 + e2) and the weights
+    // (internal::SoftminOfGaps).
 #pragma omp simd
     for (int i = lo; i < end; ++i) {
-      const float gd = gap_diag[i], gu = gap_up[i], gl = gap_left[i];
-      const bool d_min = gd == 0.f, u_min = gu == 0.f;
-      const bool reachable = d_min | u_min | (gl == 0.f);
-      const float g1 = d_min ? gu : gd;
-      const float g2 = (d_min | u_min) ? gl : gu;
-      const float x1 = ExpNonPositive(-std::min(g1, 87.f));
-      const float x2 = ExpNonPositive(-std::min(g2, 87.f));
-      const float e1 = g1 < 87.f ? x1 : 0.f;
-      const float e2 = g2 < 87.f ? x2 : 0.f;
-      const float sum = 1.f + e1 + e2;  // in [1, 3]
-      log_sum[i] = LogPositive(sum);
+      const internal::Softmin sm =
+          internal::SoftminOfGaps<kStoreWeights>(gap_diag[i], gap_up[i], gap_left[i]);
+      log_sum[i] = sm.log_sum;
       if (kStoreWeights) {
-        // Each neighbour's e: 1 for the minimum, else e1 or e2 in the order
-        // diag, up, left. Selects of values, not of stores: GCC turns nested
-        // selects in a store into masked stores behind data-dependent branches.
-        const bool du_min = d_min | u_min;
-        const float e_diag = d_min ? 1.f : e1;
-        const float e_up = d_min ? e1 : (u_min ? 1.f : e2);
-        const float e_left = du_min ? e2 : 1.f;
-        const float inv = reachable ? 1.f / sum : 0.f;
-        w_diag[i] = e_diag * inv;
-        w_up[i] = e_up * inv;
-        w_left[i] = e_left * inv;
+        w_diag[i] = sm.w_diag;
+        w_up[i] = sm.w_up;
+        w_left[i] = sm.w_left;
       }
     }
     // Pass 3 (double): R / gamma = c / gamma + softmin (+inf stays +inf).

@@ -10,6 +10,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -57,6 +58,45 @@ inline float LogPositive(float s) {
   y += -2.12194440e-4f * e;
   y += -0.5f * z;
   return x + y + 0.693359375f * e;
+}
+
+// The log-domain softmin of one cell from the gaps of its three neighbours
+// (diag, up, left) to their minimum (the minimum's gap is exactly 0; an
+// unreachable neighbour's is +inf, all three NaN when none is reachable):
+// with g1, g2 the gaps of the two neighbours other than the (first) minimum,
+// softmin = min - log(1 + e1 + e2), e = exp(-g) (two exps, the minimum's is 1),
+// and each neighbour's weight e / (1 + e1 + e2). A gap of 87 or more, +inf or
+// NaN gives e = 0; no reachable neighbour gives weights 0. Shared by the
+// diagonal sweep and the lane sweep, which must do the same operations.
+struct Softmin {
+  float log_sum, w_diag, w_up, w_left;
+};
+template <bool kWeights>
+[[gnu::always_inline]] inline Softmin SoftminOfGaps(float gd, float gu, float gl) {
+  const bool d_min = gd == 0.f, u_min = gu == 0.f;
+  const bool reachable = d_min | u_min | (gl == 0.f);
+  const float g1 = d_min ? gu : gd;
+  const float g2 = (d_min | u_min) ? gl : gu;
+  const float x1 = ExpNonPositive(-std::min(g1, 87.f));
+  const float x2 = ExpNonPositive(-std::min(g2, 87.f));
+  const float e1 = g1 < 87.f ? x1 : 0.f;
+  const float e2 = g2 < 87.f ? x2 : 0.f;
+  const float sum = 1.f + e1 + e2;  // in [1, 3]
+  Softmin out{LogPositive(sum), 0.f, 0.f, 0.f};
+  if (kWeights) {
+    // Each neighbour's e: 1 for the minimum, else e1 or e2 in the order diag,
+    // up, left. Selects of values, not of stores: GCC turns nested selects in
+    // a store into masked stores behind data-dependent branches.
+    const bool du_min = d_min | u_min;
+    const float e_diag = d_min ? 1.f : e1;
+    const float e_up = d_min ? e1 : (u_min ? 1.f : e2);
+    const float e_left = du_min ? e2 : 1.f;
+    const float inv = reachable ? 1.f / sum : 0.f;
+    out.w_diag = e_diag * inv;
+    out.w_up = e_up * inv;
+    out.w_left = e_left * inv;
+  }
+  return out;
 }
 
 // exp(x) in double for |x| <= 708: Cody-Waite reduction to |r| <= ln2/2, then

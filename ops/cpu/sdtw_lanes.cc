@@ -111,26 +111,12 @@ template <bool kStoreWeights>
     const float gu = static_cast<float>(b - mn);
     const float gl = static_cast<float>(l - mn);
     const double base = c[p] * inv_gamma + mn;
-    const bool d_min = gd == 0.f, u_min = gu == 0.f;
-    const bool reachable = d_min | u_min | (gl == 0.f);
-    const float g1 = d_min ? gu : gd;
-    const float g2 = (d_min | u_min) ? gl : gu;
-    const float x1 = ExpNonPositive(-std::min(g1, 87.f));
-    const float x2 = ExpNonPositive(-std::min(g2, 87.f));
-    const float e1 = g1 < 87.f ? x1 : 0.f;
-    const float e2 = g2 < 87.f ? x2 : 0.f;
-    const float sum = 1.f + e1 + e2;
-    const float log_sum = LogPositive(sum);
-    out[p] = base - log_sum;
+    const Softmin sm = SoftminOfGaps<kStoreWeights>(gd, gu, gl);
+    out[p] = base - sm.log_sum;
     if (kStoreWeights) {
-      const bool du_min = d_min | u_min;
-      const float e_diag = d_min ? 1.f : e1;
-      const float e_up = d_min ? e1 : (u_min ? 1.f : e2);
-      const float e_left = du_min ? e2 : 1.f;
-      const float inv = reachable ? 1.f / sum : 0.f;
-      w[p] = e_diag * inv;
-      w[G + p] = e_up * inv;
-      w[2 * G + p] = e_left * inv;
+      w[p] = sm.w_diag;
+      w[G + p] = sm.w_up;
+      w[2 * G + p] = sm.w_left;
     }
   }
 }

@@ -81,7 +81,9 @@ TEST(SdtwLanes, RatioSweepMatchesDoubleDp) {
         const LaneSweep sweep = soft_dtw_lanes(pairs.group, n, m, gamma, -1, true, values.data());
         EXPECT_EQ(soft_dtw_lanes(pairs.group, n, m, gamma, -1, false, forward_only.data()), sweep)
             << what;
-        if (gamma > 0.1) EXPECT_EQ(sweep, LaneSweep::kRatio) << what;
+        if (gamma > 0.1) {
+          EXPECT_EQ(sweep, LaneSweep::kRatio) << what;
+        }
         ++(sweep == LaneSweep::kRatio ? ratio_runs : log_runs);
         const double value_tol = sweep == LaneSweep::kRatio ? 1e-10 : 1e-6;
         for (int p = 0; p < count; ++p) {
@@ -140,7 +142,9 @@ TEST(SdtwLanes, BandRunsTheLogDomainAndMatches) {
       ExpectMatches(PlainDp(pairs.cost[p], n, m, 0.5, band), values[p], pairs.E[p], what);
       for (int i = 0; i < n; ++i) {
         for (int j = 0; j < m; ++j) {
-          if (!SdtwInBand(i, j, n, m, band)) EXPECT_EQ(pairs.E[p][i * m + j], 0.0f) << what;
+          if (!SdtwInBand(i, j, n, m, band)) {
+            EXPECT_EQ(pairs.E[p][i * m + j], 0.0f) << what;
+          }
         }
       }
     }
@@ -231,7 +235,9 @@ TEST(SdtwLanes, PlanGroupsEqualShapes) {
   int groups = 0, singles = 0;
   for (size_t t = 0; t < tasks.size(); ++t) {
     const PairTask& task = tasks[t];
-    if (t > 0) EXPECT_GE(tasks[t - 1].cells, task.cells);  // largest first
+    if (t > 0) {
+      EXPECT_GE(tasks[t - 1].cells, task.cells);  // largest first
+    }
     const int b0 = order[task.begin];
     EXPECT_EQ(task.cells, int64_t{n[b0]} * m[b0] * task.count);
     for (int q = 0; q < task.count; ++q) {
