@@ -29,8 +29,8 @@
 //
 // Pairs without a band run the same sweep in the ratio domain first (ratios
 // of neighbouring cells and exp(-cost) in double, one division per cell
-// instead of two exps and a log; ops/cpu/sdtw.cc, ForwardStripRatio): value
-// ~1e-12 relative, E ~1e-6 absolute (it keeps two weights per cell, 8 bytes; the
+// instead of two exps and a log; ops/cpu/sdtw_ratio.cc): value ~1e-12
+// relative, E ~1e-6 absolute (it keeps two weights per cell, 8 bytes; the
 // third is 1 minus their sum), the forward 1.2-1.4x faster. A pair whose
 // |cost| / gamma exceeds 700 or whose ratios leave the double range (costs /
 // gamma varying by tens per cell) is redone in the log domain described above.

@@ -15,8 +15,9 @@
 // the range the backward reads.
 // Each diagonal: pass 1 in double (minimum and gaps), pass 2 in float (exp,
 // log, weights; 8-16 lanes), pass 3 in double (R). Pairs without a band
-// first try ForwardStripRatio, the same layout in the ratio domain (one pass
-// per diagonal); the backward is the same for both.
+// first try the same layout in the ratio domain (ops/cpu/sdtw_ratio.cc, one
+// pass per diagonal); the backward is the same for both. The constants and
+// buffers both files use are in ops/cpu/sdtw_strip.h.
 #include "ops/sdtw.h"
 
 #include <omp.h>
@@ -34,24 +35,9 @@
 #include "glog/logging.h"
 #include "ops/cpu/sdtw_internal.h"
 #include "ops/cpu/sdtw_lanes.h"
+#include "ops/cpu/sdtw_strip.h"
 
 namespace ut::cpu {
-
-struct SdtwWorkspace::Buffers {
-  std::vector<double> r;                  // 3 rolling diagonals of R in a strip
-  internal::FloatBuffer tile;             // a strip's costs, then its E, by rows [128, m+24]
-  internal::FloatBuffer skew;             // the same, by diagonals [128+m+24, 136]
-  std::vector<float> gap_diag, gap_up, gap_left, log_sum;  // per-diagonal temporaries [130]
-  std::vector<double> base;
-  std::vector<double> row_a, row_b;       // R of the rows between strips [m+2]
-  std::vector<double> row_c, row_d;       // (the ratio forward: h and 1/h of those rows)
-  std::vector<float> below, above;        // E flowing between strips [m+2]
-  std::vector<float> top_e, top_w_up, top_w_diag;
-  std::vector<int64_t> diag_off;          // weight slot base of each diagonal
-  internal::FloatBuffer w_diag;           // per band cell: weight of (i-1,j-1) in (i,j)
-  internal::FloatBuffer w_up;             // weight of (i-1,j)
-  internal::FloatBuffer w_left;           // weight of (i,j-1)
-};
 
 SdtwWorkspace::SdtwWorkspace() : buffers_(std::make_unique<Buffers>()) {}
 SdtwWorkspace::~SdtwWorkspace() = default;
@@ -73,41 +59,7 @@ SdtwWorkspace& ThreadWorkspace() {
 
 namespace {
 
-using Buffers = SdtwWorkspace::Buffers;
-using internal::ExpNonPositive;
-using internal::LogPositive;
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
-
-// The matrix is swept in horizontal strips of at most kStripRows rows (so a
-// diagonal's cost gather and E scatter touch few cache lines and pages); in a
-// strip, local row r in [1, rows] is global row i0 - 1 + r, and diagonal
-// t = r + j in [2, rows + m]. Band cells of diagonal t: r in [lo(t), hi(t)];
-// hi(t) = lo(t) - 1 means an empty diagonal (band 0 on equal lengths gives
-// those). lo and hi never decrease and grow by at most 1 per diagonal, which is
-// what makes one sentinel on each side of a diagonal enough.
-constexpr int kStripRows = 128;
-
-// The diagonal loops run over whole vectors: [lo, PaddedEnd(lo, hi)), a
-// multiple of kLanes cells. The extra lanes compute on whatever lies past hi
-// (sentinels, then stale values) and write only scratch that nothing reads as
-// a cell: the rolling R slots past hi + 1, weight slots of the next diagonal
-// (written again when that diagonal is done) and skew slots outside the strip
-// or the band. Without this the compiler's scalar remainder loop (up to 15
-// cells of exp/log per diagonal) costs about as much as the vector part.
-constexpr int kLanes = 16;
-inline int PaddedEnd(int lo, int hi) { return lo + ((hi - lo + 1 + kLanes - 1) & ~(kLanes - 1)); }
-
-// The two sweep kernels are also compiled for x86-64-v4 (AVX-512) and picked
-// at load time where the CPU has it (about 1.3x faster on the forward); the
-// lanes do the same IEEE operations either way. UT_SDTW_NO_CLONES (set by
-// //ops:sdtw_baseline_isa) builds them for the target architecture only, so
-// that the tests can run code that this machine would otherwise never pick.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(UT_SDTW_NO_CLONES)
-#define UT_SDTW_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
-#else
-#define UT_SDTW_CLONES
-#endif
+using namespace strip;  // NOLINT: the layout shared with ops/cpu/sdtw_ratio.cc
 
 // ---- Skewed (diagonal-major) layout of a strip ------------------------------
 //
@@ -129,13 +81,6 @@ inline int PaddedEnd(int lo, int hi) { return lo + ((hi - lo + 1 + kLanes - 1) &
 // diagonal stride kSkewPitch. Blocks reach 7 columns left of the matrix and up
 // to 13 right of it: those land in the pads, and their skew slots are outside
 // [lo, hi], never read as cells.
-constexpr int kTileLeft = 8, kTileRight = 16;
-constexpr int kSkewPitch = kStripRows + kLanes;  // slots 0 .. kStripRows + 1 used, + overrun
-
-int64_t TilePitch(int m) { return kTileLeft + m + kTileRight; }
-// Diagonals 0 .. rows + m + 2 plus the overhang of the last block.
-int64_t SkewRows(int m) { return kStripRows + m + 24; }
-
 // dst[k * dst_stride + l] = scale * src[l * src_stride + k] for k, l in [0, 8).
 [[gnu::always_inline]] inline void Transpose8x8(const float* src, int64_t src_stride, float* dst,
                                                 int64_t dst_stride, float scale = 1.f) {
@@ -191,30 +136,9 @@ void UnskewToRows(const float* skew, float scale, int rows, int m, float* E) {
   }
 }
 
-struct Strip {
-  int i0, rows, m, width;  // width < 0: no band
-  int lo(int t) const {
-    int v = std::max(1, t - m);
-    if (width >= 0) v = std::max(v, (t - (i0 - 1) - width + 1) >> 1);  // ceil(/2)
-    return std::min(v, rows + 1);
-  }
-  int hi(int t) const {
-    int v = std::min(rows, t - 1);
-    if (width >= 0) v = std::min(v, (t - (i0 - 1) + width) >> 1);  // floor(/2)
-    return std::max(v, lo(t) - 1);
-  }
-  // Padded weight slots of diagonal t: [lo - 1, hi + 1].
-  int64_t slots(int t) const { return hi(t) - lo(t) + 3; }
-  // Weight slots of the whole strip: diagonals 2 .. rows + m + 2 (the last
-  // two are all padding: the backward reads them as zero weights).
-  int64_t total_slots() const {
-    int64_t total = 0;
-    for (int t = 2; t <= rows + m + 2; ++t) total += slots(t);
-    return total;
-  }
-};
+}  // namespace
 
-std::vector<Strip> MakeStrips(int n, int m, int band) {
+std::vector<strip::Strip> strip::MakeStrips(int n, int m, int band) {
   const int width = band < 0 ? -1 : band + std::abs(n - m);
   std::vector<Strip> strips;
   for (int i0 = 1; i0 <= n; i0 += kStripRows) {
@@ -227,7 +151,7 @@ std::vector<Strip> MakeStrips(int n, int m, int band) {
 // copied by rows into the padded tile first (a plain stream, which costs
 // arriving from L3 or memory follow better than 8 strided rows), then
 // transposed block by block.
-void SkewCosts(const float* cost, int rows, int m, Buffers* ws) {
+void strip::SkewCosts(const float* cost, int rows, int m, Buffers* ws) {
   const int64_t pitch = TilePitch(m);
   float* tile = ws->tile.data();
   float* skew = ws->skew.data();
@@ -249,6 +173,8 @@ void SkewCosts(const float* cost, int rows, int m, Buffers* ws) {
     }
   }
 }
+
+namespace {
 
 // One strip of the forward, in units of gamma: the sweep computes R / gamma
 // from costs c / gamma with a softmin of temperature 1 (the same recursion
@@ -453,169 +379,6 @@ std::vector<int64_t> PrepareWorkspace(const std::vector<Strip>& strips, int m, b
     ws->w_left.Reserve(off.back() + 2 * kLanes);
   }
   return off;
-}
-
-// ---- Ratio-domain forward (no band) -----------------------------------------
-//
-// The recursion of ops/cpu/sdtw_lanes.cc ("Ratio-domain forward"), with the
-// lanes along a diagonal as in ForwardStrip: instead of R keep, per cell, the
-// ratios to its left and upper neighbours h = exp(R(i,j-1) - R(i,j)),
-// v = exp(R(i-1,j) - R(i,j)) and their inverses (double). Cell (r, j) reads
-// h and 1/h of (r-1, j) and v and 1/v of (r, j-1), both on the previous
-// diagonal; per cell one exp of the cost (not in the chain) and one
-// division, against two exps and a log in ForwardStrip's chain. Row 1 and
-// column 1 (one predecessor each) are fixed up after each diagonal's loop.
-// The value telescopes along the diagonal to (n, m) (RatioChain). A cell with
-// |c / gamma| > 700 or S > 1e150 makes the whole pair run ForwardStrip.
-
-// Running sums for R(n,m) / gamma = boundary + acc - log(prod): boundary is R
-// of the cell where the diagonal to (n,m) leaves row 1 or column 1; acc and
-// prod sum c / gamma and multiply S over its interior cells.
-struct RatioChain {
-  double boundary = 0.0, acc = 0.0, prod = 1.0, col_sum = 0.0;
-};
-
-// One strip. top_h, top_ih [m+1]: h and 1/h of global row i0 - 1 (read for
-// i0 > 1); bottom_h, bottom_ih [m+1] get those of the strip's last row.
-// Returns false as soon as a diagonal leaves the range.
-template <bool kStoreWeights>
-UT_SDTW_CLONES bool ForwardStripRatio(const float* cost, const Strip& st, int n, double gamma,
-                                      const double* top_h, const double* top_ih,
-                                      double* bottom_h, double* bottom_ih, int64_t w_off,
-                                      RatioChain* chain, Buffers* ws) {
-  const int rows = st.rows, m = st.m;
-  const int stride = rows + 2 + kLanes;
-  ws->r.assign(8 * stride, 1.0);  // h, 1/h, v, 1/v of two diagonals
-  double* ring = ws->r.data();
-  SkewCosts(cost, rows, m, ws);
-  const float* skew = ws->skew.data();
-  const double inv_gamma = 1.0 / gamma;
-  const bool first_strip = st.i0 == 1;
-  float *__restrict w_up = nullptr, *__restrict w_left = nullptr;
-  for (int t = 2; t <= rows + m; ++t) {
-    const int lo = st.lo(t), hi = st.hi(t), end = PaddedEnd(lo, hi);
-    // Eight disjoint rows of the ring (restrict: no alias checks in the loop).
-    double* __restrict hp = ring + ((t - 1) & 1) * 4 * stride;  // diagonal t - 1
-    double* __restrict ihp = hp + stride;
-    const double* __restrict vp = hp + 2 * stride;
-    const double* __restrict ivp = hp + 3 * stride;
-    double* __restrict hc = ring + (t & 1) * 4 * stride;  // diagonal t
-    double* __restrict ihc = hc + stride;
-    double* __restrict vc = hc + 2 * stride;
-    double* __restrict ivc = hc + 3 * stride;
-    const float* __restrict cd = skew + int64_t{t} * kSkewPitch;  // cost of (r, t - r) at cd[r]
-    if (kStoreWeights) {  // w_diag = 1 - w_up - w_left: not stored (BackwardStrip<true>)
-      w_up = ws->w_up.data() + w_off - (lo - 1);
-      w_left = ws->w_left.data() + w_off - (lo - 1);
-    }
-    if (lo == 1 && !first_strip) {  // (1, t - 1)'s upper neighbour: the row above
-      hp[0] = top_h[t - 1];
-      ihp[0] = top_ih[t - 1];
-    }
-    const bool row1 = first_strip && lo == 1;  // cell r = 1 is global row 1
-    const bool col1 = t - hi == 1;             // cell r = hi is column 1
-    const int ilo = row1 ? 2 : lo, ihi = col1 ? hi - 1 : hi;  // the interior cells
-    // No test on i in this loop (GCC would split it there and run the
-    // padding part as scalar code): S goes to a scratch row, checked below.
-    double* __restrict s_row = ws->base.data();
-#pragma omp simd
-    for (int i = lo; i < end; ++i) {
-      const double x = cd[i] * inv_gamma;
-      const double ec = internal::ExpDouble(-x);
-      const double hu = hp[i - 1], vl = vp[i];
-      const double S = 1.0 + hu + vl;
-      const double tt = ec * S;
-      const double it = 1.0 / tt;
-      const double wd = ec * it;  // 1 / S
-      if (kStoreWeights) {
-        w_up[i] = static_cast<float>(hu * wd);
-        w_left[i] = static_cast<float>(vl * wd);
-      }
-      hc[i] = tt * ivp[i];
-      ihc[i] = vl * it;
-      vc[i] = tt * ihp[i - 1];
-      ivc[i] = hu * it;
-      s_row[i] = S;
-    }
-    // The range check, on the diagonal's cells only (S on the interior ones).
-    int bad = 0;
-#pragma omp simd reduction(| : bad)
-    for (int i = lo; i <= hi; ++i) bad |= !(std::fabs(cd[i] * inv_gamma) <= 700.0);
-#pragma omp simd reduction(| : bad)
-    for (int i = ilo; i <= ihi; ++i) bad |= !(s_row[i] <= 1e150);
-    if (bad) return false;
-    // Row 1: R(1,j) = R(1,j-1) + c, so h = exp(-c); (1,1) comes from (0,0).
-    if (row1) {
-      const int j = t - 1;
-      const double x = cd[1] * inv_gamma, ec = internal::ExpDouble(-x);
-      hc[1] = vc[1] = ec;
-      ihc[1] = ivc[1] = 1.0 / ec;
-      if (kStoreWeights) {  // (1,1): w_diag = 1
-        w_up[1] = 0.f;
-        w_left[1] = j == 1 ? 0.f : 1.f;
-      }
-      if (n <= m && j <= m - n + 1) chain->boundary += x;  // R(1, m - n + 1)
-      if (j == 1) chain->col_sum += x;
-    }
-    // Column 1 (below row 1): R(i,1) = R(i-1,1) + c, so v = exp(-c).
-    if (col1 && !(row1 && hi == 1)) {
-      const int i = st.i0 - 1 + hi;  // global row
-      const double x = cd[hi] * inv_gamma, ec = internal::ExpDouble(-x);
-      hc[hi] = vc[hi] = ec;
-      ihc[hi] = ivc[hi] = 1.0 / ec;
-      if (kStoreWeights) {
-        w_up[hi] = 1.f;
-        w_left[hi] = 0.f;
-      }
-      chain->col_sum += x;
-      if (n > m && i == n - m + 1) chain->boundary = chain->col_sum;  // R(n - m + 1, 1)
-    }
-    // The diagonal to (n,m): global (i, i + m - n), here 2r = t - i0 + 1 + n - m.
-    const int twice_r = t - st.i0 + 1 + n - m;
-    if ((twice_r & 1) == 0 && twice_r / 2 >= ilo && twice_r / 2 <= ihi) {
-      const int r = twice_r / 2;
-      chain->acc += cd[r] * inv_gamma;
-      chain->prod *= 1.0 + hp[r - 1] + vp[r];  // S of that cell, as in the loop
-      if (chain->prod > 1e150) chain->acc -= std::log(chain->prod), chain->prod = 1.0;
-    }
-    if (hi == rows && lo <= rows) {
-      bottom_h[t - rows] = hc[rows];
-      bottom_ih[t - rows] = ihc[rows];
-    }
-    if (kStoreWeights) {  // pads: w_diag = 1 there, but E is 0 in those slots
-      w_up[lo - 1] = w_left[lo - 1] = 0.f;
-      w_up[hi + 1] = w_left[hi + 1] = 0.f;
-      w_off += hi - lo + 3;
-    }
-  }
-  if (kStoreWeights) {  // the two all-padding diagonals after the last one
-    const int64_t pad = st.slots(rows + m + 1) + st.slots(rows + m + 2);
-    std::fill_n(ws->w_up.data() + w_off, pad, 0.f);
-    std::fill_n(ws->w_left.data() + w_off, pad, 0.f);
-  }
-  return true;
-}
-
-// All strips in the ratio domain; false if a cell left the range.
-template <bool kStoreWeights>
-bool ForwardRatio(const float* cost, int n, int m, double gamma, const std::vector<Strip>& strips,
-                  const std::vector<int64_t>& w_off, Buffers* ws, double* value) {
-  ws->row_c.resize(m + 2);
-  ws->row_d.resize(m + 2);
-  double *top_h = ws->row_a.data(), *top_ih = ws->row_b.data();
-  double *bottom_h = ws->row_c.data(), *bottom_ih = ws->row_d.data();
-  RatioChain chain;
-  for (size_t s = 0; s < strips.size(); ++s) {
-    const float* cost_s = cost + static_cast<int64_t>(strips[s].i0 - 1) * m;
-    if (!ForwardStripRatio<kStoreWeights>(cost_s, strips[s], n, gamma, top_h, top_ih, bottom_h,
-                                          bottom_ih, w_off[s], &chain, ws)) {
-      return false;
-    }
-    std::swap(top_h, bottom_h);
-    std::swap(top_ih, bottom_ih);
-  }
-  *value = gamma * (chain.boundary + chain.acc - std::log(chain.prod));
-  return true;
 }
 
 // Forward over all strips; returns R[n,m]. Without a band the ratio domain

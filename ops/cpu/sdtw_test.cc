@@ -132,7 +132,7 @@ TEST(SoftDtw, MatchesPlainDoubleDpAcrossStrips) {
   }
 }
 
-// Pairs without a band run the ratio domain (ops/cpu/sdtw.cc,
+// Pairs without a band run the ratio domain (ops/cpu/sdtw_ratio.cc,
 // ForwardStripRatio): values within 1e-10 of the double DP, which the
 // log-domain sweep (~1e-8) does not reach, so this also shows that the ratio
 // domain ran. Rows cross strips; one-row and one-column pairs have no
