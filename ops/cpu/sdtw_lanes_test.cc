@@ -276,39 +276,13 @@ TEST(SdtwLanes, BatchApiGroupsEqualShapesAndIsThreadCountIndependent) {
   for (int k = 0; k < 18; ++k) n.push_back(12), m.push_back(20);
   for (int k = 0; k < 13; ++k) n.push_back(100), m.push_back(90);
   n.push_back(7), m.push_back(3);
-  const int B = static_cast<int>(n.size());
-  std::vector<int64_t> offsets(B + 1, 0);
-  for (int b = 0; b < B; ++b) offsets[b + 1] = offsets[b] + int64_t{n[b]} * m[b];
-  const auto costs = RandomUniform(rng, offsets[B], 0.0f, 2.0f);
-  const auto dvalues = RandomUniform(rng, B, -2.0f, 2.0f);
-  const SdtwBatch batch{B, n.data(), m.data(), offsets.data()};
+  int64_t cells = 0;
+  for (size_t b = 0; b < n.size(); ++b) cells += int64_t{n[b]} * m[b];
+  const auto costs = RandomUniform(rng, cells, 0.0f, 2.0f);
+  const auto dvalues = RandomUniform(rng, static_cast<int64_t>(n.size()), -2.0f, 2.0f);
   SdtwOptions opt;
   opt.gamma = 0.3;
-  std::vector<std::vector<float>> E_by_threads;
-  for (int threads : {1, 2, 3}) {
-    opt.num_threads = threads;
-    std::vector<double> values(B), values_fwd(B);
-    std::vector<float> E(offsets[B], -1.0f);
-    ASSERT_TRUE(soft_dtw_forward_backward(values.data(), E.data(), costs.data(), dvalues.data(),
-                                          batch, opt).ok());
-    ASSERT_TRUE(soft_dtw_forward(values_fwd.data(), costs.data(), batch, opt).ok());
-    SdtwWorkspace ws;
-    for (int b = 0; b < B; ++b) {
-      std::vector<float> Eb(int64_t{n[b]} * m[b]);
-      const double vb = soft_dtw_pair_backward(Eb.data(), dvalues[b], costs.data() + offsets[b],
-                                               n[b], m[b], opt.gamma, opt.band, &ws);
-      EXPECT_NEAR(values[b], vb, 1e-7 * std::fabs(vb)) << b;
-      EXPECT_EQ(values_fwd[b], values[b]) << b;
-      double worst = 0.0;
-      for (size_t k = 0; k < Eb.size(); ++k) {
-        worst = std::max(worst, static_cast<double>(std::fabs(E[offsets[b] + k] - Eb[k])));
-      }
-      EXPECT_LE(worst, 2e-6 * std::fabs(dvalues[b])) << b;
-    }
-    E_by_threads.push_back(E);
-  }
-  EXPECT_TRUE(::ut::testing::BitIdentical(E_by_threads[0], E_by_threads[1]));
-  EXPECT_TRUE(::ut::testing::BitIdentical(E_by_threads[0], E_by_threads[2]));
+  ::ut::testing::ExpectBatchMatchesSinglePairs(n, m, costs, dvalues, opt, 1e-7, 2e-6);
 }
 
 // The sequence API groups jobs of equal lengths: its values and gradients

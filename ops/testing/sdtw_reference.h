@@ -1,7 +1,8 @@
 // Double-precision soft-DTW references for tests: brute force over every
 // monotone alignment (tiny sizes) and the textbook DP with the Cuturi &
-// Blondel backward, plus the comparison used against them. Header-only; link
-// //ops:sdtw_reference (testonly).
+// Blondel backward, the comparison used against them, and the check of the
+// batch API against single pairs. Header-only; link //ops:sdtw_reference
+// (testonly).
 #pragma once
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "ops/sdtw.h"
+#include "ops/testing/gradcheck.h"
 
 namespace ut::testing {
 
@@ -116,6 +118,53 @@ inline void ExpectMatches(const SdtwReference& ref, double value, const std::vec
   }
   EXPECT_LE(worst, 2e-6) << what << ": E[" << worst_at << "] = " << E[worst_at] << " vs "
                          << ref.E[worst_at];
+}
+
+
+// Runs soft_dtw_forward_backward and soft_dtw_forward on the batch with 1, 2
+// and 3 threads and checks, against soft_dtw_pair_backward on each pair alone:
+// values within value_rel (relative; 0: bit for bit), E within e_abs *
+// |dvalues[b]| (0: bit for bit); the forward-only values equal the
+// forward-backward ones; and E is bit for bit the same for every thread
+// count. Returns E (1 thread).
+inline std::vector<float> ExpectBatchMatchesSinglePairs(
+    const std::vector<int>& n, const std::vector<int>& m, const std::vector<float>& costs,
+    const std::vector<float>& dvalues, const ::ut::cpu::SdtwOptions& options, double value_rel,
+    double e_abs) {
+  using namespace ::ut::cpu;  // NOLINT
+  const int B = static_cast<int>(n.size());
+  std::vector<int64_t> offsets(B + 1, 0);
+  for (int b = 0; b < B; ++b) offsets[b + 1] = offsets[b] + int64_t{n[b]} * m[b];
+  const SdtwBatch batch{B, n.data(), m.data(), offsets.data()};
+  SdtwOptions opt = options;
+  std::vector<std::vector<float>> E_by_threads;
+  for (int threads : {1, 2, 3}) {
+    opt.num_threads = threads;
+    std::vector<double> values(B), values_fwd(B);
+    std::vector<float> E(offsets[B], -1.0f);
+    EXPECT_TRUE(soft_dtw_forward_backward(values.data(), E.data(), costs.data(), dvalues.data(),
+                                          batch, opt).ok());
+    EXPECT_TRUE(soft_dtw_forward(values_fwd.data(), costs.data(), batch, opt).ok());
+    SdtwWorkspace ws;
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> Eb(int64_t{n[b]} * m[b]);
+      const double vb = soft_dtw_pair_backward(Eb.data(), dvalues[b], costs.data() + offsets[b],
+                                               n[b], m[b], opt.gamma, opt.band, &ws);
+      EXPECT_LE(std::fabs(values[b] - vb), value_rel * std::fabs(vb))
+          << "pair " << b << ": " << values[b] << " vs " << vb;
+      EXPECT_EQ(values_fwd[b], values[b]) << "pair " << b;
+      double worst = 0.0;
+      for (size_t k = 0; k < Eb.size(); ++k) {
+        const double err = std::fabs(E[offsets[b] + k] - Eb[k]);
+        worst = std::isnan(err) ? kInf : std::max(worst, err);
+      }
+      EXPECT_LE(worst, e_abs * std::fabs(dvalues[b])) << "pair " << b;
+    }
+    E_by_threads.push_back(E);
+  }
+  EXPECT_TRUE(BitIdentical(E_by_threads[0], E_by_threads[1]));
+  EXPECT_TRUE(BitIdentical(E_by_threads[0], E_by_threads[2]));
+  return E_by_threads[0];
 }
 
 }  // namespace ut::testing
