@@ -35,13 +35,6 @@ constexpr int G = kPairLanes;
 constexpr int kBlockRows = 4;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Same note as ops/cpu/sdtw.cc: an AVX-512 clone where the CPU has it.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(UT_SDTW_NO_CLONES)
-#define UT_LANES_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
-#else
-#define UT_LANES_CLONES
-#endif
-
 struct LaneScratch {
   FloatBuffer cost;           // a block's costs [kBlockRows][m][G]
   std::vector<double> r;      // ForwardLog: ring of R / gamma rows [kBlockRows + 1][m + 1][G];
@@ -124,7 +117,7 @@ template <bool kStoreWeights>
 // Log-domain forward over all rows (any band); R / gamma of cell (n, m) ends
 // in ring row n.
 template <bool kStoreWeights>
-UT_LANES_CLONES void ForwardLog(const float* const* cost, int n, int m, double gamma,
+UT_SDTW_CLONES void ForwardLog(const float* const* cost, int n, int m, double gamma,
                                 int width, LaneScratch* s) {
   const int64_t row = int64_t{m + 1} * G;  // one ring row
   double* ring = s->r.data();
@@ -185,7 +178,7 @@ UT_LANES_CLONES void ForwardLog(const float* const* cost, int n, int m, double g
 // Returns false if some lane's ratios left the safe range (then nothing it
 // wrote may be used). values: R(n,m) / gamma per lane.
 template <bool kStoreWeights>
-UT_LANES_CLONES bool ForwardRatio(const float* const* cost, int n, int m, double gamma,
+UT_SDTW_CLONES bool ForwardRatio(const float* const* cost, int n, int m, double gamma,
                                   LaneScratch* s, double* values) {
   const double inv_gamma = 1.0 / gamma;
   const int64_t row = int64_t{m + 1} * G;
@@ -313,7 +306,7 @@ typedef float VecF __attribute__((vector_size(G * sizeof(float))));
 
 // E row by row from the bottom, from the weights [n * m + 1][3][G] (the last
 // cell all zero).
-UT_LANES_CLONES void Backward(const LaneGroup& group, int n, int m, LaneScratch* s) {
+UT_SDTW_CLONES void Backward(const LaneGroup& group, int n, int m, LaneScratch* s) {
   const float* w = s->w.data();
   auto W = [&](int i, int j) { return w + (int64_t{i - 1} * m + (j - 1)) * 3 * G; };
   float* cur = s->e_a.data();

@@ -53,16 +53,6 @@ constexpr int kStripRows = 128;
 constexpr int kLanes = 16;
 inline int PaddedEnd(int lo, int hi) { return lo + ((hi - lo + 1 + kLanes - 1) & ~(kLanes - 1)); }
 
-// The two sweep kernels are also compiled for x86-64-v4 (AVX-512) and picked
-// at load time where the CPU has it (about 1.3x faster on the forward); the
-// lanes do the same IEEE operations either way. UT_SDTW_NO_CLONES (set by
-// //ops:sdtw_baseline_isa) builds them for the target architecture only, so
-// that the tests can run code that this machine would otherwise never pick.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(UT_SDTW_NO_CLONES)
-#define UT_SDTW_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
-#else
-#define UT_SDTW_CLONES
-#endif
 
 // The skewed layout (ops/cpu/sdtw.cc, "Skewed (diagonal-major) layout").
 constexpr int kTileLeft = 8, kTileRight = 16;
