@@ -13,7 +13,8 @@
 // - ForwardLog (any band, and the fallback): the diagonal sweep's log-domain
 //   cell, rows swept kBlockRows at a time in a skewed front (step s handles
 //   cells (i0 + k, s + 1 - k), k < kBlockRows), so that the core has
-//   independent cells to overlap with each cell's exp/log chain.
+//   independent cells to overlap with each cell's exp/log chain (2, 4 and 8
+//   rows measured alike, so the front is not critical; 1 row was not tried).
 // - Backward: rows from n down to 1, cells from m down to 1; along a row the
 //   chain is one multiply-add per cell, kept in a register.
 #include "ops/cpu/sdtw_lanes.h"
@@ -39,7 +40,7 @@ struct LaneScratch {
   FloatBuffer cost;           // a block's costs [kBlockRows][m][G]
   std::vector<double> r;      // ForwardLog: ring of R / gamma rows [kBlockRows + 1][m + 1][G];
                               // ForwardRatio: h and 1 / h of two rows [4][m + 1][G]
-  std::vector<double> x, ec;  // the ratio sweep's c / gamma and exp(-c / gamma) [m][G]
+  std::vector<double> ec;     // the ratio sweep's exp(-c / gamma) [m][G]
   FloatBuffer w;              // weights [n * m + 1][3][G] (diag, up, left; + a zero cell)
   std::vector<float> e_a, e_b;  // E of a row and of the row below [m + 2][G]
   std::vector<float> sink;    // where unused lanes' E goes [m + 8]
@@ -182,7 +183,6 @@ UT_SDTW_CLONES bool ForwardRatio(const float* const* cost, int n, int m, double 
                                   LaneScratch* s, double* values) {
   const double inv_gamma = 1.0 / gamma;
   const int64_t row = int64_t{m + 1} * G;
-  double* x = s->x.data();    // c / gamma of the row [m][G]
   double* ec = s->ec.data();  // exp(-c / gamma) [m][G]
   double* h_rows = s->r.data();  // h of the row above and of this row [2][m + 1][G]
   double* ih_rows = h_rows + 2 * row;  // their inverses
@@ -201,13 +201,12 @@ UT_SDTW_CLONES bool ForwardRatio(const float* const* cost, int n, int m, double 
     Interleave(rows, m, cbuf);
     for (int j = 0; j < m; ++j) {
       const float* c = cbuf + j * G;
-      double* xj = x + j * G;
       double* ecj = ec + j * G;
 #pragma omp simd
       for (int p = 0; p < G; ++p) {
-        xj[p] = c[p] * inv_gamma;
-        bad[p] |= !(std::fabs(xj[p]) <= 700.0);
-        ecj[p] = ExpDouble(-xj[p]);
+        const double x = c[p] * inv_gamma;
+        bad[p] |= !(std::fabs(x) <= 700.0);
+        ecj[p] = ExpDouble(-x);
       }
     }
     double* h = h_rows + (i & 1) * row;      // h(i, j) at h[j * G]
@@ -219,7 +218,7 @@ UT_SDTW_CLONES bool ForwardRatio(const float* const* cost, int n, int m, double 
     // Column 1: R(i,1) = R(i-1,1) + c (R(1,1) = c: from R(0,0) = 0).
 #pragma omp simd
     for (int p = 0; p < G; ++p) {
-      col_sum[p] += x[p];
+      col_sum[p] += cbuf[p] * inv_gamma;
       v[p] = ec[p];  // v(i,1) = exp(R(i-1,1) - R(i,1)), unused for i = 1
       iv[p] = 1.0 / ec[p];
       if (kStoreWeights) {
@@ -246,14 +245,14 @@ UT_SDTW_CLONES bool ForwardRatio(const float* const* cost, int n, int m, double 
       if (n <= m) {  // the diagonal to (n,m) starts at (1, m - n + 1)
         for (int j = 1; j <= m - n + 1; ++j) {
 #pragma omp simd
-          for (int p = 0; p < G; ++p) boundary[p] += x[(j - 1) * G + p];
+          for (int p = 0; p < G; ++p) boundary[p] += cbuf[(j - 1) * G + p] * inv_gamma;
         }
       }
     } else {
       const int chain_j = i + m - n;  // the diagonal to (n,m) meets row i here
       for (int j = 2; j <= m; ++j) {
         const double* ecj = ec + (j - 1) * G;
-        const double* xj = x + (j - 1) * G;
+        const float* cj = cbuf + (j - 1) * G;
         const double* hu = hu_row + j * G;
         const double* ihu = ihu_row + j * G;
         float* wc = kStoreWeights ? wr + int64_t{j - 1} * 3 * G : nullptr;
@@ -271,7 +270,7 @@ UT_SDTW_CLONES bool ForwardRatio(const float* const* cost, int n, int m, double 
           }
           bad[p] |= !(S <= 1e150);  // also catches NaN
           if (on_chain) {
-            acc[p] += xj[p];
+            acc[p] += cj[p] * inv_gamma;
             prod[p] *= S;
           }
           h[j * G + p] = t * iv[p];
@@ -366,7 +365,6 @@ LaneSweep soft_dtw_lanes(const LaneGroup& group, int n, int m, double gamma, int
   LaneScratch* s = &Scratch();
   s->cost.Reserve(int64_t{kBlockRows} * m * G);
   s->r.resize(int64_t{std::max(kBlockRows + 1, 4)} * (m + 1) * G);
-  s->x.resize(int64_t{m} * G);
   s->ec.resize(int64_t{m} * G);
   const int width = band < 0 || band + std::abs(n - m) >= std::max(n, m) ? -1 : band + std::abs(n - m);
   const float* cost[G];
