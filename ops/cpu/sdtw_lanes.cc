@@ -348,6 +348,13 @@ UT_SDTW_CLONES void Backward(const LaneGroup& group, int n, int m, LaneScratch* 
   }
 }
 
+// The band's half-width widened by |n - m| (ops/sdtw.h), or -1 when there is
+// no band or it covers the whole matrix (then the ratio domain may run).
+int BandWidth(int n, int m, int band) {
+  const int width = band + std::abs(n - m);
+  return band < 0 || width >= std::max(n, m) ? -1 : width;
+}
+
 }  // namespace
 
 int MinLanes(int n, int m) {
@@ -366,7 +373,7 @@ LaneSweep soft_dtw_lanes(const LaneGroup& group, int n, int m, double gamma, int
   s->cost.Reserve(int64_t{kBlockRows} * m * G);
   s->r.resize(int64_t{std::max(kBlockRows + 1, 4)} * (m + 1) * G);
   s->ec.resize(int64_t{m} * G);
-  const int width = band < 0 || band + std::abs(n - m) >= std::max(n, m) ? -1 : band + std::abs(n - m);
+  const int width = BandWidth(n, m, band);
   const float* cost[G];
   for (int p = 0; p < G; ++p) cost[p] = group.cost[p < group.count ? p : 0];  // spare lanes: pair 0
   double r_nm[G];
@@ -411,7 +418,7 @@ std::vector<PairTask> PlanPairTasks(int B, const int* n, const int* m, int band,
     const int b = (*order)[begin];
     int end = begin + 1;
     while (end < B && n[(*order)[end]] == n[b] && m[(*order)[end]] == m[b]) ++end;
-    const bool banded = band >= 0 && band + std::abs(n[b] - m[b]) < std::max(n[b], m[b]);
+    const bool banded = BandWidth(n[b], m[b], band) >= 0;
     const int min_lanes = banded && int64_t{n[b]} * m[b] > 32 * 32 ? G + 1 : MinLanes(n[b], m[b]);
     const int64_t cells = int64_t{n[b]} * m[b];
     for (int k = begin; k < end;) {
